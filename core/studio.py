@@ -6,6 +6,7 @@ every browser session shares the same queue, models and library.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,6 +25,10 @@ from core.song import SongEngine
 from vendor.models import DEFAULT_DIT, DIT_MODELS
 
 log = logging.getLogger(__name__)
+
+# Feature modules that plug into the Studio: each has `install(studio)`, which adds its
+# model slots, job handlers and song-pipeline stages. One line per feature.
+FEATURES: tuple[str, ...] = ()
 
 
 class Studio:
@@ -48,7 +53,10 @@ class Studio:
         self.planner_stage: Callable[..., SongRequest] | None = None
         self.lora_stage: Callable[[LoadedDit, SongRequest], None] | None = None
         self.handlers: dict[str, Handler] = {"song": self.songs.run_job}
+        self.extra_slots: list[ModelSlot] = []
         self.worker: Worker | None = None
+        for feature in FEATURES:
+            importlib.import_module(feature).install(self)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -83,7 +91,7 @@ class Studio:
         return [slot.status() for slot in self.model_slots()]
 
     def model_slots(self) -> list[ModelSlot]:
-        return [self.dit]
+        return [self.dit, *self.extra_slots]
 
     def device_info(self) -> devices.DeviceInfo:
         return devices.device_info(self.device)
