@@ -104,7 +104,20 @@ def _decode_with_ffmpeg(data: bytes, filename: str) -> np.ndarray:
         handle.write(data)
         handle.flush()
         result = subprocess.run(
-            ["ffmpeg", "-v", "error", "-i", handle.name, "-f", "f32le", "-ac", "2", "-ar", "48000", "-"],
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-i",
+                handle.name,
+                "-f",
+                "f32le",
+                "-ac",
+                "2",
+                "-ar",
+                "48000",
+                "-",
+            ],
             capture_output=True,
             check=False,
         )
@@ -141,7 +154,7 @@ def write_atomic(path: Path, payload: bytes) -> None:
 
 
 def seconds_to_samples(seconds: float) -> int:
-    return int(round(seconds * SAMPLE_RATE))
+    return round(seconds * SAMPLE_RATE)
 
 
 def round_to_latent(samples: int) -> int:
@@ -149,7 +162,9 @@ def round_to_latent(samples: int) -> int:
     return -(-samples // SAMPLES_PER_LATENT) * SAMPLES_PER_LATENT
 
 
-def crossfade_splice(base: np.ndarray, insert: np.ndarray, start: int, end: int, fade: int) -> np.ndarray:
+def crossfade_splice(
+    base: np.ndarray, insert: np.ndarray, start: int, end: int, fade: int
+) -> np.ndarray:
     """`base` with samples [start, end) taken from `insert` (same length as `base`).
 
     Equal-power crossfades of `fade` samples sit inside the region, so everything outside
@@ -162,10 +177,26 @@ def crossfade_splice(base: np.ndarray, insert: np.ndarray, start: int, end: int,
         ramp = np.sin(np.linspace(0.0, np.pi / 2, fade_in, dtype=np.float32)) ** 2
         if start > 0:
             out[:, start : start + fade_in] = (
-                base[:, start : start + fade_in] * (1 - ramp) + insert[:, start : start + fade_in] * ramp
+                base[:, start : start + fade_in] * (1 - ramp)
+                + insert[:, start : start + fade_in] * ramp
             )
         if end < base.shape[-1]:
             out[:, end - fade_in : end] = (
                 insert[:, end - fade_in : end] * (1 - ramp) + base[:, end - fade_in : end] * ramp
             )
     return out
+
+
+def mp3_bytes(
+    samples: np.ndarray, bitrate_kbps: int = 192, sample_rate: int = SAMPLE_RATE
+) -> bytes:
+    """Encode (2, n) float audio as CBR MP3 with LAME."""
+    import lameenc
+
+    pcm = (np.clip(samples.T, -1.0, 1.0) * 32767.0).astype("<i2")
+    encoder = lameenc.Encoder()
+    encoder.set_bit_rate(bitrate_kbps)
+    encoder.set_in_sample_rate(sample_rate)
+    encoder.set_channels(2)
+    encoder.set_quality(2)
+    return bytes(encoder.encode(pcm.tobytes()) + encoder.flush())

@@ -216,7 +216,9 @@ class JobQueue:
     def wake(self) -> None:
         self._wakeup.set()
 
-    def finish(self, job_id: str, status: str, *, result: Any = None, error: str | None = None) -> None:
+    def finish(
+        self, job_id: str, status: str, *, result: Any = None, error: str | None = None
+    ) -> None:
         self._update(
             job_id,
             status=status,
@@ -323,7 +325,7 @@ class Worker(threading.Thread):
             result = handler(context, job.payload)
         except JobCancelled:
             self.queue.finish(job.id, CANCELLED)
-        except BaseException as error:  # noqa: BLE001 - the worker must outlive every job
+        except BaseException as error:
             log.error("job %s (%s) failed:\n%s", job.id, job.kind, traceback.format_exc())
             self.queue.finish(job.id, FAILED, error=describe_error(error, self.device))
             if self.on_error is not None:
@@ -336,5 +338,5 @@ class Worker(threading.Thread):
     def _safely(self, hook: Callable[[], None]) -> None:
         try:
             hook()
-        except Exception:  # noqa: BLE001 - a hook failure is logged, never fatal
+        except Exception:
             log.exception("worker hook failed")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -26,6 +27,7 @@ from core.db import Database
 KINDS = ("take", "upload", "stem", "lyrics")
 META_FILE = "meta.json"
 AUDIO_FILE = "audio.flac"
+PREVIEW_FILE = "preview.mp3"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,14 @@ class Item:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def file_stem(self) -> str:
+        """A readable download name: title, date and take number."""
+        title = re.sub(r"[^\w\- ]+", "", self.display_title).strip().replace(" ", "-")[:60]
+        date = time.strftime("%Y-%m-%d", time.localtime(self.created))
+        take = f"_take{self.take_index + 1}" if self.take_index is not None else ""
+        return f"{title or 'song'}_{date}{take}"
+
+    @property
     def display_title(self) -> str:
         if self.title:
             return self.title
@@ -54,6 +64,33 @@ class Item:
 
 class ItemNotFound(LookupError):
     pass
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def operation_label(item: Item) -> str:
+    """How a take came to be, in a few words: "edit 0:42–1:05", "extend +30 s"."""
+    request = item.meta.get("request", {})
+    if item.operation == "edit" and request.get("region_end") is not None:
+        return f"edit {_clock(request['region_start'])}–{_clock(request['region_end'])}"
+    if item.operation == "extend":
+        side = "+" if request.get("extend_side", "end") == "end" else "+ before "
+        return f"extend {side}{request.get('extend_seconds', 0):g} s"
+    if item.operation == "cover":
+        return f"cover ({request.get('cover_strength', 1.0):.2g})"
+    if item.operation == "stems":
+        return f"stem {item.meta.get('stem', '')}".strip()
+    if item.kind == "upload":
+        return "upload"
+    return "v1" if item.operation in ("generate", "") else item.operation
+
+
+def history_label(chain: list[Item]) -> str:
+    """A take's history, oldest first: "v1 → edit 0:42–1:05 → extend +30 s"."""
+    return " → ".join(operation_label(item) for item in chain)
 
 
 class Library:
@@ -177,6 +214,19 @@ class Library:
         )
         return [self._item(row) for row in rows]
 
+    def search(self, text: str, kinds: tuple[str, ...] = ("take",), limit: int = 200) -> list[Item]:
+        """Items whose title or caption contains `text` (case-insensitive), newest first."""
+        if not text.strip():
+            return self.list(kinds, limit=limit)
+        marks = ",".join("?" for _ in kinds)
+        pattern = f"%{text.strip()}%"
+        rows = self.db.query(
+            f"SELECT * FROM items WHERE kind IN ({marks}) AND (title LIKE ? OR caption LIKE ?)"
+            " ORDER BY created DESC, rowid DESC LIMIT ?",
+            (*kinds, pattern, pattern, limit),
+        )
+        return [self._item(row) for row in rows]
+
     def for_job(self, job_id: str) -> list[Item]:
         rows = self.db.query(
             "SELECT * FROM items WHERE job_id = ? ORDER BY take_index, created", (job_id,)
@@ -213,6 +263,20 @@ class Library:
 
     def file(self, item_id: str, name: str) -> Path:
         return self.root / item_id / name
+
+    def preview_path(self, item: Item) -> Path:
+        """A small MP3 of the master for the browser players, made once on first use.
+
+        Players embed or stream the whole file; a 4-minute FLAC master is ~40 MB, its
+        preview ~6 MB.
+        """
+        if item.audio_file is None:
+            raise ItemNotFound(f"Library item {item.id!r} has no audio.")
+        path = self.root / item.id / PREVIEW_FILE
+        if not path.exists():
+            samples = audio_io.read(item.audio_file).samples
+            audio_io.write_atomic(path, audio_io.mp3_bytes(samples))
+        return path
 
     def _item(self, row: Any) -> Item:
         meta = json.loads(row["meta_json"])

@@ -238,7 +238,7 @@ class ModelSlot:
                 self.source, revision=self.revision, allow_patterns=self._patterns(), dry_run=True
             )
             return sum(info.file_size or 0 for info in files if info.will_download)
-        except Exception:  # noqa: BLE001 - the size is only for the progress bar
+        except Exception:
             return 0
 
     def _watch_download(self, done: threading.Event) -> None:

@@ -6,6 +6,7 @@ the page URL, so a take, a queued job and a shared link all describe a song the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -256,11 +257,7 @@ def validate(request: SongRequest, settings: Settings) -> SongRequest:
 
 # --- The request in a page URL -------------------------------------------------------------
 
-_QUERY_FIELDS: tuple[str, ...] = (
-    "title caption lyrics instrumental duration seed takes bpm key time_signature language "
-    "steps guidance shift cfg_start cfg_end infer_method cover_strength region_start "
-    "region_end extend_seconds extend_side context_seconds source_id reference_id"
-).split()
+_QUERY_FIELDS: tuple[str, ...] = ["title", "caption", "lyrics", "instrumental", "duration", "seed", "takes", "bpm", "key", "time_signature", "language", "steps", "guidance", "shift", "cfg_start", "cfg_end", "infer_method", "cover_strength", "region_start", "region_end", "extend_seconds", "extend_side", "context_seconds", "source_id", "reference_id"]
 
 
 def to_query(request: SongRequest) -> dict[str, str]:
@@ -274,6 +271,8 @@ def to_query(request: SongRequest) -> dict[str, str]:
     thinking = request.thinking
     if thinking != Thinking():
         query["thinking"] = json.dumps(asdict(thinking), separators=(",", ":"))
+    if request.loras:
+        query["loras"] = json.dumps([asdict(lora) for lora in request.loras], separators=(",", ":"))
     return query
 
 
@@ -304,8 +303,9 @@ def from_query(query: dict[str, str], base: SongRequest | None = None) -> SongRe
         except ValueError:
             continue
     if "thinking" in query:
-        try:
+        with contextlib.suppress(ValueError, TypeError):
             values["thinking"] = Thinking(**json.loads(query["thinking"]))
-        except (ValueError, TypeError):
-            pass
+    if "loras" in query:
+        with contextlib.suppress(ValueError, TypeError):
+            values["loras"] = tuple(LoraChoice(**lora) for lora in json.loads(query["loras"]))
     return replace(request, **values)

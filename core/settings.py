@@ -86,7 +86,9 @@ class Settings:
 
     def check(self) -> None:
         if self.device not in ("auto", "cuda", "mps", "cpu"):
-            raise SettingsError(f"{PREFIX}DEVICE must be auto, cuda, mps or cpu, not {self.device!r}.")
+            raise SettingsError(
+                f"{PREFIX}DEVICE must be auto, cuda, mps or cpu, not {self.device!r}."
+            )
         if self.offload not in ("none", "model", "sequential"):
             raise SettingsError(
                 f"{PREFIX}OFFLOAD must be none, model or sequential, not {self.offload!r}."

@@ -95,7 +95,9 @@ class SongEngine:
         for take_index, seed in enumerate(seeds):
             conditioning = self.condition(request, dit, source)
             timings: dict[str, float] = {}
-            samples = self.diffuse(ctx, dit, conditioning, seed, take_index, len(seeds), steps, timings)
+            samples = self.diffuse(
+                ctx, dit, conditioning, seed, take_index, len(seeds), steps, timings
+            )
             samples = conditioning.finish(samples)
             item = self.store(ctx, request, dit, samples, seed, take_index, conditioning, timings)
             take_ids.append(item.id)

@@ -22,7 +22,7 @@ from core.models import ModelSlot, ModelStatus, is_local_source
 from core.request import SongRequest, validate
 from core.settings import Settings
 from core.song import SongEngine
-from vendor.models import DEFAULT_DIT, DIT_MODELS
+from vendor.models import DEFAULT_DIT, DIT_MODELS, DIT_VARIANT_DEFAULTS, VariantDefaults
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Studio:
         self.task_stages: dict[str, Callable[..., Any]] = {}
         self.planner_stage: Callable[..., SongRequest] | None = None
         self.lora_stage: Callable[[LoadedDit, SongRequest], None] | None = None
-        self.handlers: dict[str, Handler] = {"song": self.songs.run_job}
+        self.handlers: dict[str, Handler] = {"song": self.songs.run_job, "load": self._load_job}
         self.extra_slots: list[ModelSlot] = []
         self.worker: Worker | None = None
         for feature in FEATURES:
@@ -79,13 +79,32 @@ class Studio:
     def _preload(self) -> None:
         try:
             self.dit.ensure()
-        except Exception:  # noqa: BLE001 - the failure shows on Home; jobs retry the load
+        except Exception:
             log.warning("DiT preload failed: %s", self.dit.status().message)
+
+    def _load_job(self, ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        """Load one model now (Home's "Load now"), on the worker so it never races a job."""
+        slots = {slot.key: slot for slot in self.model_slots()}
+        slot = slots.get(payload.get("model", "dit"))
+        if slot is None:
+            raise StudioError(f"There is no model {payload.get('model')!r} in this Studio.")
+        ctx.progress(f"loading {slot.label}", 0, 1)
+        slot.ensure()
+        return {"model": slot.key}
 
     # --- models --------------------------------------------------------------------------
 
     def load_dit(self) -> LoadedDit:
         return self.dit.ensure()
+
+    def variant_defaults(self) -> VariantDefaults:
+        """Sampling defaults of the DiT: from the loaded model, or guessed from its name."""
+        loaded = self.dit.loaded
+        if loaded is not None:
+            return loaded.defaults
+        name = self.settings.dit_model.lower()
+        variant = "turbo" if "turbo" in name else "base" if "base" in name else "sft"
+        return DIT_VARIANT_DEFAULTS[variant]
 
     def model_statuses(self) -> list[ModelStatus]:
         return [slot.status() for slot in self.model_slots()]
@@ -115,6 +134,13 @@ class Studio:
         """Validate (raising InvalidRequest with every problem) and queue a song."""
         request = validate(request, self.settings)
         return self.jobs.submit("song", {"request": request.to_dict()})
+
+    def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again, with the same payload."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise StudioError("That job is no longer in the queue.")
+        return self.jobs.submit(job.kind, job.payload)
 
     def retake(self, item_id: str) -> Job:
         """Queue the same settings as a take, with a new random seed."""

@@ -29,7 +29,9 @@ def tiny_turbo_dit(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(tiny_dit: Path, tmp_path: Path) -> Settings:
-    return Settings(dit_model=str(tiny_dit), data_dir=tmp_path / "data", device="cpu", preload=False)
+    return Settings(
+        dit_model=str(tiny_dit), data_dir=tmp_path / "data", device="cpu", preload=False
+    )
 
 
 @pytest.fixture

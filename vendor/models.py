@@ -110,8 +110,7 @@ def _xl(variant: str, is_turbo: bool) -> ModelFacts:
 
 
 DIT_MODELS: dict[str, ModelFacts] = {
-    facts.key: facts
-    for facts in (_xl("sft", False), _xl("turbo", True), _xl("base", False))
+    facts.key: facts for facts in (_xl("sft", False), _xl("turbo", True), _xl("base", False))
 }
 DEFAULT_DIT = DIT_MODELS["xl-sft"]
 
@@ -153,7 +152,11 @@ QWEN3_1_7B = dict(
     tie_word_embeddings=True,
 )
 QWEN3_0_6B = dict(
-    QWEN3_1_7B, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16
+    QWEN3_1_7B,
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
 )
 QWEN3_4B = dict(
     QWEN3_1_7B,
