@@ -1,0 +1,21 @@
+"""Build every tiny model into one folder and return the settings that point the Studio at it.
+
+Used by the browser tests' server and by `make run-tiny`; each feature adds its models here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.tiny.dit import build_tiny_dit
+
+
+def build_all(folder: Path) -> dict[str, str]:
+    """Build (or reuse) the tiny models under `folder`; returns ACE_STUDIO_* variables."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env: dict[str, str] = {}
+    dit = folder / "dit"
+    if not (dit / "model_index.json").exists():
+        build_tiny_dit(dit)
+    env["ACE_STUDIO_DIT_MODEL"] = str(dit)
+    return env
