@@ -94,6 +94,9 @@ class ModelSlot:
         self._total = 0
         self.last_used = 0.0
         self.device = ""
+        # core.residency.Residency, when one manages this slot: it makes room on the GPU
+        # before a load and brings back a model it moved to the CPU.
+        self.residency: Any = None
 
     # --- state ---------------------------------------------------------------------------
 
@@ -127,6 +130,8 @@ class ModelSlot:
         """The loaded model, downloading and loading it first if needed. Thread-safe."""
         with self._lock:
             self.last_used = time.time()
+            if self.residency is not None:
+                self.residency.before_use(self)
             if self._model is not None:
                 return self._model
             try:
@@ -151,6 +156,8 @@ class ModelSlot:
                 self._state, self._message = FAILED, message
                 raise ModelError(message) from error
             self._state, self._message = READY, ""
+            if self.residency is not None:
+                self.residency.after_load(self)
             return self._model
 
     def unload(self) -> None:

@@ -20,6 +20,7 @@ from core.jobs import Handler, Job, JobQueue, StudioError, Worker
 from core.library import Library
 from core.models import ModelSlot, ModelStatus, is_local_source
 from core.request import SongRequest, validate
+from core.residency import Residency
 from core.settings import Settings
 from core.song import SongEngine
 from vendor.models import DEFAULT_DIT, DIT_MODELS, DIT_VARIANT_DEFAULTS, VariantDefaults
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # Feature modules that plug into the Studio: each has `install(studio)`, which adds its
 # model slots, job handlers and song-pipeline stages. One line per feature.
-FEATURES: tuple[str, ...] = ()
+FEATURES: tuple[str, ...] = ("core.lyrics",)
 
 
 class Studio:
@@ -57,13 +58,19 @@ class Studio:
         self.worker: Worker | None = None
         for feature in FEATURES:
             importlib.import_module(feature).install(self)
+        # Models share the GPU by least recent use; an offloaded DiT manages itself.
+        self.residency = Residency(self.device, keep_resident=settings.keep_resident)
+        if settings.offload == "none":
+            self.residency.manage(self.dit)
+        for slot in self.extra_slots:
+            self.residency.manage(slot)
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> Studio:
         self.worker = Worker(
             self.jobs,
-            self.handlers,
+            {kind: self.residency.during_job(run) for kind, run in self.handlers.items()},
             device=self.device,
             on_idle=self._preload if self.settings.preload else None,
             on_error=lambda: devices.free_cached_memory(self.device),
