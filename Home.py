@@ -39,7 +39,8 @@ def readiness() -> None:
             if status.state == DOWNLOADING and status.total_bytes:
                 st.progress(
                     status.fraction or 0.0,
-                    text=f"{_bytes(status.downloaded_bytes)} of {_bytes(status.total_bytes)}",
+                    text=f"{status.fraction or 0.0:.0%} · {_bytes(status.downloaded_bytes)} of "
+                    f"{_bytes(status.total_bytes)}",
                 )
             if status.state == FAILED:
                 st.error(status.message, icon=":material/error:")

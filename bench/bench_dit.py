@@ -72,7 +72,9 @@ def build_pipeline(variant: str) -> object:
 
 
 def time_song(pipe: object, dit: LoadedDit, seconds: int) -> dict[str, float]:
-    request = SongRequest(caption="uplifting synth pop, bright pads", lyrics=LYRICS, duration=seconds)
+    request = SongRequest(
+        caption="uplifting synth pop, bright pads", lyrics=LYRICS, duration=seconds
+    )
     kwargs = text2music_kwargs(replace(request, bpm=120, key="C major", time_signature=4), dit)
     marks: list[float] = []
 
@@ -114,7 +116,9 @@ def main() -> None:
     for variant in args.variants:
         pipe = build_pipeline(variant)
         weights = torch.cuda.memory_allocated() / 2**30
-        dit = LoadedDit(pipe, detect_variant(pipe), f"random xl-{variant}", "-", None, "cuda", torch.bfloat16)
+        dit = LoadedDit(
+            pipe, detect_variant(pipe), f"random xl-{variant}", "-", None, "cuda", torch.bfloat16
+        )
         time_song(pipe, dit, 30)  # warm-up: kernels, cuDNN autotuning, allocator
         for seconds in args.durations:
             row = {"variant": variant, "weights_gib": weights, **time_song(pipe, dit, seconds)}

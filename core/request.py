@@ -257,7 +257,11 @@ def validate(request: SongRequest, settings: Settings) -> SongRequest:
 
 # --- The request in a page URL -------------------------------------------------------------
 
-_QUERY_FIELDS: tuple[str, ...] = ["title", "caption", "lyrics", "instrumental", "duration", "seed", "takes", "bpm", "key", "time_signature", "language", "steps", "guidance", "shift", "cfg_start", "cfg_end", "infer_method", "cover_strength", "region_start", "region_end", "extend_seconds", "extend_side", "context_seconds", "source_id", "reference_id"]
+_QUERY_FIELDS: tuple[str, ...] = tuple(
+    "title caption lyrics instrumental duration seed takes bpm key time_signature language steps "
+    "guidance shift cfg_start cfg_end infer_method cover_strength region_start region_end "
+    "extend_seconds extend_side context_seconds source_id reference_id".split()
+)
 
 
 def to_query(request: SongRequest) -> dict[str, str]:

@@ -21,6 +21,7 @@ def current_job_id(state_key: str) -> str | None:
     job_id = st.query_params.get(JOB_QUERY_KEY) or st.session_state.get(state_key)
     if job_id:
         st.session_state[state_key] = job_id
+        st.query_params[JOB_QUERY_KEY] = job_id
     return job_id
 
 

@@ -34,7 +34,10 @@ def load_request(prefix: str, request: SongRequest, defaults: VariantDefaults) -
     """Put a request's values into the page's widgets."""
     state = st.session_state
     values = request.to_dict()
-    for name in ["title", "caption", "lyrics", "instrumental", "takes", "shift", "infer_method", "cover_strength", "extend_seconds", "extend_side", "language", "source_id", "reference_id"]:
+    for name in (
+        "title caption lyrics instrumental takes shift infer_method cover_strength "
+        "extend_seconds extend_side language source_id reference_id"
+    ).split():
         state[_key(prefix, name)] = values[name]
     state[_key(prefix, "duration")] = int(request.duration)
     state[_key(prefix, "steps")] = request.steps or defaults.steps
