@@ -114,6 +114,11 @@ DIT_MODELS: dict[str, ModelFacts] = {
 }
 DEFAULT_DIT = DIT_MODELS["xl-sft"]
 
+# Which ACE-Step DiT a transformer hidden size belongs to: how a LoRA's shapes name the
+# model it was trained for. ACE-Step v1 (3.5B) is told apart by its key names instead
+# (`transformer_blocks.N…`), not by a size.
+DIT_FAMILIES: dict[int, str] = {2048: "2B", 2560: "XL"}
+
 
 @dataclass(frozen=True)
 class VariantDefaults:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.tiny.demucs import build_tiny_demucs
 from tests.tiny.dit import build_tiny_dit
 
 
@@ -18,4 +19,8 @@ def build_all(folder: Path) -> dict[str, str]:
     if not (dit / "model_index.json").exists():
         build_tiny_dit(dit)
     env["ACE_STUDIO_DIT_MODEL"] = str(dit)
+    demucs = folder / "demucs"
+    if not (demucs / "htdemucs.yaml").exists():
+        build_tiny_demucs(demucs)
+    env["ACE_STUDIO_DEMUCS_REPO"] = str(demucs)
     return env
