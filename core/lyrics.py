@@ -14,7 +14,7 @@ import logging
 import platform
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
 from pathlib import Path
@@ -407,17 +407,26 @@ class Sampling:
         return cls(request.temperature, request.top_p, request.top_k)
 
 
+TokenCallback = Callable[[list[int]], None]
+
+
 class LyricWriter(Protocol):
-    """One loaded writer model. `tokens` yields new token ids, never the prompt's."""
+    """One loaded writer model. `generate` returns the new token ids, never the prompt's,
+    and hands them to `on_tokens` as they arrive (it may raise to stop the writing)."""
 
     backend: str
     device: str
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]: ...
 
-    def tokens(
-        self, prompt_ids: list[int], sampling: Sampling, seed: int, max_new_tokens: int
-    ) -> Iterator[int]: ...
+    def generate(
+        self,
+        prompt_ids: list[int],
+        sampling: Sampling,
+        seed: int,
+        max_new_tokens: int,
+        on_tokens: TokenCallback,
+    ) -> list[int]: ...
 
     def decode(self, token_ids: list[int]) -> str: ...
 
@@ -432,15 +441,24 @@ def draft_text(writer: LyricWriter, sequence: list[int], prompt_length: int) -> 
 
 
 class TransformersWriter:
-    """Qwen2.5-Instruct through transformers: bf16 on CUDA, fp32 on CPU and MPS."""
+    """Qwen2.5-Instruct through transformers, decoded by the shared fast decoder: a static KV
+    cache and one CUDA graph per draft on CUDA (bf16), the same functions eagerly on CPU."""
 
     backend = "transformers"
 
-    def __init__(self, model: Any, tokenizer: Any, device: str):
+    def __init__(self, model: Any, tokenizer: Any, device: str, *, fast: bool = True):
+        from core import fast_decode
+
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
         self.stop_ids = _stop_token_ids(model, tokenizer)
+        backend = "static" if fast else "hf"
+        try:
+            self.decoder = fast_decode.Decoder(model, backend=backend)
+        except fast_decode.UnsupportedModel as error:
+            log.warning("lyric writer decodes without the fast path: %s", error)
+            self.decoder = fast_decode.Decoder(model, backend="hf")
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         text = self.tokenizer.apply_chat_template(
@@ -451,14 +469,65 @@ class TransformersWriter:
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
-    def tokens(
-        self, prompt_ids: list[int], sampling: Sampling, seed: int, max_new_tokens: int
-    ) -> Iterator[int]:
-        return _plain_decode(self.model, prompt_ids, sampling, seed, max_new_tokens, self.stop_ids)
+    def generate(
+        self,
+        prompt_ids: list[int],
+        sampling: Sampling,
+        seed: int,
+        max_new_tokens: int,
+        on_tokens: TokenCallback,
+    ) -> list[int]:
+        from core import fast_decode
+
+        penalty = None
+        if sampling.repetition_penalty != 1.0:
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            penalty = RepetitionPenalty(vocab, sampling.repetition_penalty)
+        result = self.decoder.generate(
+            [prompt_ids],
+            max_new_tokens=max_new_tokens,
+            sampling=fast_decode.Sampling(
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                seed=seed,
+            ),
+            stop_ids=sorted(self.stop_ids),
+            constraint=penalty,
+            on_tokens=on_tokens,
+            sync_every=1,
+            pad_id=self.tokenizer.pad_token_id or 0,
+        )
+        return result.tokens
 
     def move_to(self, device: str) -> None:
+        """For the residency manager; the decoder keeps no tensors between drafts."""
         self.model.to(device)
         self.device = device
+
+
+class RepetitionPenalty:
+    """transformers' repetition penalty over the tokens written so far, as a fast-decode
+    constraint: its state is a tensor, so it runs inside the captured CUDA graph."""
+
+    def __init__(self, vocab_size: int, penalty: float):
+        self.vocab_size = vocab_size
+        self.penalty = penalty
+        self.written: Any = None
+
+    def reset(self, device: Any) -> None:
+        import torch
+
+        self.written = torch.zeros(self.vocab_size, dtype=torch.bool, device=device)
+
+    def mask(self, logits: Any) -> Any:
+        import torch
+
+        penalised = torch.where(logits > 0, logits / self.penalty, logits * self.penalty)
+        return torch.where(self.written, penalised, logits)
+
+    def advance(self, token_id: Any) -> None:
+        self.written.index_fill_(0, token_id.view(1), True)
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
@@ -478,62 +547,6 @@ def _stop_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
         if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id >= 0:
             ids.add(token_id)
     return frozenset(ids)
-
-
-def _plain_decode(
-    model: Any,
-    prompt_ids: list[int],
-    sampling: Sampling,
-    seed: int,
-    max_new_tokens: int,
-    stop_ids: frozenset[int],
-) -> Iterator[int]:
-    """Token by token with transformers' dynamic KV cache: the CPU and MPS path."""
-    import torch
-    from transformers import DynamicCache
-
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    seen = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
-    cache = DynamicCache(config=model.config)
-    inputs = torch.tensor([prompt_ids], device=device)
-    with torch.inference_mode():
-        for _ in range(max_new_tokens):
-            logits = model(input_ids=inputs, past_key_values=cache, use_cache=True).logits
-            token = sample_next_token(logits[0, -1].float(), seen, sampling, generator)
-            token_id = int(token)
-            if token_id in stop_ids:
-                return
-            yield token_id
-            seen[token_id] = True
-            inputs = token.view(1, 1)
-
-
-def sample_next_token(
-    logits: Any, seen: Any, sampling: Sampling, generator: Any
-) -> Any:  # torch.Tensor in, 0-d torch.Tensor out
-    """Repetition penalty, temperature, top-k, top-p, then a seeded draw."""
-    import torch
-
-    if sampling.repetition_penalty != 1.0:
-        penalised = torch.where(
-            logits > 0, logits / sampling.repetition_penalty, logits * sampling.repetition_penalty
-        )
-        logits = torch.where(seen, penalised, logits)
-    if sampling.temperature <= 0:
-        return logits.argmax()
-    logits = logits / sampling.temperature
-    if sampling.top_k > 0:
-        kth = torch.topk(logits, min(sampling.top_k, logits.numel())).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if sampling.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-        drop = cumulative - sorted_logits.softmax(-1) >= sampling.top_p
-        logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator)[0]
 
 
 # --- mlx-lm (Apple Silicon) -------------------------------------------------------------------
@@ -592,9 +605,14 @@ class MlxWriter:
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
-    def tokens(
-        self, prompt_ids: list[int], sampling: Sampling, seed: int, max_new_tokens: int
-    ) -> Iterator[int]:
+    def generate(
+        self,
+        prompt_ids: list[int],
+        sampling: Sampling,
+        seed: int,
+        max_new_tokens: int,
+        on_tokens: TokenCallback,
+    ) -> list[int]:
         import mlx.core as mx
         from mlx_lm import stream_generate
         from mlx_lm.sample_utils import make_logits_processors, make_sampler
@@ -608,11 +626,14 @@ class MlxWriter:
             sampler=make_sampler(**mlx_sampler_arguments(sampling)),
             logits_processors=make_logits_processors(**mlx_logits_processor_arguments(sampling)),
         )
+        tokens: list[int] = []
         for response in responses:
-            # The closing response repeats an EOS it stopped on; a "length" one is new.
+            # The closing response repeats the EOS it stopped on; a "length" one is new.
             if response.finish_reason == "stop":
-                return
-            yield int(response.token)
+                break
+            tokens.append(int(response.token))
+            on_tokens([int(response.token)])
+        return tokens
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -629,7 +650,9 @@ def choose_backend(setting: str) -> str:
     return "mlx" if is_apple_silicon() and mlx_status()[0] else "transformers"
 
 
-def load_writer(folder: Path, *, backend: str, device: str, dtype: Any) -> LyricWriter:
+def load_writer(
+    folder: Path, *, backend: str, device: str, dtype: Any, fast: bool = True
+) -> LyricWriter:
     """The slot's loader: a local folder in the checkpoint's own layout, for either backend."""
     if backend == "mlx":
         available, reason = mlx_status()
@@ -651,7 +674,12 @@ def load_writer(folder: Path, *, backend: str, device: str, dtype: Any) -> Lyric
         )
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=device)
     model.eval()
-    return TransformersWriter(model, tokenizer, device)
+    writer = TransformersWriter(model, tokenizer, device, fast=fast)
+    if device == "cuda":
+        # cuBLAS handles and kernel choices are made on first use: pay for them while
+        # loading, so the first draft's first token comes within a second.
+        writer.generate([0, 1], Sampling(1.0, 1.0, 0), 0, 2, lambda _: None)
+    return writer
 
 
 def writer_slot(studio: Studio) -> ModelSlot:
@@ -680,14 +708,18 @@ def _make_slot(studio: Studio) -> ModelSlot:
             setting=settings.writer_backend,
             device=studio.device,
             dtype=lm_dtype(studio.device),
+            fast=settings.fast_decode,
         ),
         expected_bytes=0 if is_local_source(source) else facts.weight_bytes,
         allow_patterns=WRITER_FILES,
     )
 
 
-def _load_for_slot(folder: Path, *, setting: str, device: str, dtype: Any) -> LyricWriter:
-    return load_writer(folder, backend=choose_backend(setting), device=device, dtype=dtype)
+def _load_for_slot(
+    folder: Path, *, setting: str, device: str, dtype: Any, fast: bool
+) -> LyricWriter:
+    backend = choose_backend(setting)
+    return load_writer(folder, backend=backend, device=device, dtype=dtype, fast=fast)
 
 
 # --- writing a draft --------------------------------------------------------------------------
@@ -703,7 +735,10 @@ class Draft:
 
     @property
     def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+        """The steady writing pace, after the first token (which includes the prompt)."""
+        if self.first_token_seconds is None or self.tokens < 2:
+            return 0.0
+        return (self.tokens - 1) / max(self.seconds - self.first_token_seconds, 1e-9)
 
 
 def write_draft(
@@ -712,26 +747,30 @@ def write_draft(
     seed: int,
     on_text: Callable[[str, int], None] | None = None,
 ) -> Draft:
-    """Write one draft. `on_text(lyrics_so_far, token_count)` runs after every token; an
+    """Write one draft. `on_text(lyrics_so_far, token_count)` runs as tokens arrive; an
     exception it raises (a cancel) stops the writing."""
     prompt = writer.prompt_ids(build_messages(request))
     sequence = list(prompt)
     started = time.perf_counter()
     first_token: float | None = None
-    for token in writer.tokens(prompt, Sampling.of(request), seed, request.max_tokens):
+
+    def on_tokens(new: list[int]) -> None:
+        nonlocal first_token
         if first_token is None:
             first_token = time.perf_counter() - started
-        sequence.append(token)
+        sequence.extend(new)
         if on_text is not None:
             # A multi-byte character split across tokens decodes as U+FFFD until complete.
             partial_text = draft_text(writer, sequence, len(prompt)).rstrip("\ufffd")
             on_text(normalise_lyrics(partial_text), len(sequence) - len(prompt))
+
+    tokens = writer.generate(prompt, Sampling.of(request), seed, request.max_tokens, on_tokens)
     seconds = time.perf_counter() - started
-    raw = draft_text(writer, sequence, len(prompt))
+    raw = draft_text(writer, [*prompt, *tokens], len(prompt))
     return Draft(
         lyrics=normalise_lyrics(raw),
         raw_text=raw,
-        tokens=len(sequence) - len(prompt),
+        tokens=len(tokens),
         seconds=seconds,
         first_token_seconds=first_token,
     )

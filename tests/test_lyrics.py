@@ -34,6 +34,15 @@ BRIEF = "A late-night drive through a rainy city, missing someone"
 QUICK = LyricsRequest(brief=BRIEF, max_tokens=100, seed=7)
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    # Tiny matrices decode fastest on one thread; two threads on a busy 2-core CI box stall.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def writer() -> lyrics.TransformersWriter:
     return load_writer(
@@ -207,27 +216,6 @@ def test_sampling_settings_reach_the_sampler(writer: lyrics.TransformersWriter) 
     assert (
         write_draft(writer, QUICK, seed=1).raw_text != write_draft(writer, greedy, seed=1).raw_text
     )
-
-
-def test_sampler_filters() -> None:
-    logits = torch.tensor([4.0, 3.0, 2.0, 1.0])
-    seen = torch.zeros(4, dtype=torch.bool)
-    generator = torch.Generator().manual_seed(0)
-    draws = {
-        int(lyrics.sample_next_token(logits, seen, Sampling(1.0, 1.0, 2, 1.0), generator))
-        for _ in range(200)
-    }
-    assert draws == {0, 1}
-    # top-p keeps the smallest prefix reaching the mass: 0.64 + 0.24 >= 0.8.
-    draws = {
-        int(lyrics.sample_next_token(logits, seen, Sampling(1.0, 0.8, 0, 1.0), generator))
-        for _ in range(200)
-    }
-    assert draws == {0, 1}
-    # A repetition penalty lowers tokens already written.
-    seen[0] = True
-    penalised = lyrics.sample_next_token(logits, seen, Sampling(0.0, 1.0, 0, 10.0), generator)
-    assert int(penalised) == 1
 
 
 def test_streaming_callback_sees_the_draft_grow(writer: lyrics.TransformersWriter) -> None:
