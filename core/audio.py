@@ -91,12 +91,17 @@ def checked(audio: Audio, name: str, max_seconds: float) -> Audio:
         raise AudioError(f"{name} is {audio.seconds:.2f} s long; it must be at least 1 second.")
     if audio.seconds > max_seconds:
         raise AudioError(
-            f"{name} is {audio.seconds / 60:.1f} minutes long; the limit is "
-            f"{max_seconds / 60:.0f} minutes."
+            f"{name} is {_length(audio.seconds)} long; the limit is {_length(max_seconds)}."
         )
     if float(np.max(np.abs(audio.samples))) < SILENCE_PEAK:
         raise AudioError(f"{name} is silent.")
     return audio
+
+
+def _length(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} minutes"
 
 
 def _decode_with_ffmpeg(data: bytes, filename: str) -> np.ndarray:
