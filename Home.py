@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.models import DOWNLOADING, FAILED, LOADING, READY
 from pages.widgets.common import page_setup
+from pages.widgets.finishing import finishing_tools
 from pages.widgets.jobs import format_seconds
 from pages.widgets.takes import take_card
 
@@ -71,7 +72,7 @@ if not takes:
         icon=":material/library_music:",
     )
 for item in takes[:limit]:
-    take_card(studio, item, waveform=False, allow_delete=True)
+    take_card(studio, item, waveform=False, allow_delete=True, tools=finishing_tools)
 if len(takes) > limit and st.button("Show more", icon=":material/expand_more:"):
     st.session_state["home.limit"] = limit + PAGE_SIZE
     st.rerun()

@@ -6,7 +6,9 @@ import streamlit as st
 
 from core.request import InvalidRequest
 from pages.widgets.common import page_setup, show_problems
+from pages.widgets.finishing import finishing_tools
 from pages.widgets.jobs import current_job_id, follow_job, job_panel
+from pages.widgets.lora import lora_expander
 from pages.widgets.song_form import (
     diffusion_expander,
     metadata_expander,
@@ -50,6 +52,7 @@ with form:
     diffusion_expander(PAGE, defaults)
     metadata_expander(PAGE)
     thinking_expander(PAGE, studio.settings)
+    lora_expander(studio, PAGE)
     if st.button("Generate", type="primary", icon=":material/play_arrow:", width="stretch"):
         try:
             follow_job(JOB_KEY, studio.submit_song(read_request(PAGE, "generate")))
@@ -64,4 +67,9 @@ with output:
     else:
         job = job_panel(studio, job_id, state_key=JOB_KEY)
         for item in studio.library.for_job(job_id):
-            take_card(studio, item, on_new_job=lambda new: follow_job(JOB_KEY, new))
+            take_card(
+                studio,
+                item,
+                on_new_job=lambda new: follow_job(JOB_KEY, new),
+                tools=finishing_tools,
+            )
