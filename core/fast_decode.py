@@ -92,7 +92,8 @@ class TokenConstraint(Protocol):
     """Shapes the logits of each step from state kept in tensors on the decoding device.
 
     `mask` and `advance` run inside the captured step: tensor operations only, never
-    `.item()`, `.tolist()`, Python branches on tensor values or data-dependent shapes.
+    `.item()`, `.tolist()`, Python branches on tensor values, data-dependent shapes, or
+    `table[index]` with a tensor index (use `take`).
     """
 
     def reset(self, device: torch.device) -> None:
@@ -381,6 +382,12 @@ def lm_logits(
 # --- Sampling without host syncs ------------------------------------------------------------
 
 
+def take(table: Tensor, index: Tensor) -> Tensor:
+    """table[index] for a 0-d index tensor, on the device. Plain `table[index]` turns a 0-d
+    tensor into a Python int first: a host sync, which a CUDA graph capture refuses."""
+    return table.index_select(0, index.reshape(1)).squeeze(0)
+
+
 def _mul32(x: Tensor, constant: int) -> Tensor:
     """(x * constant) mod 2**32 for x < 2**32 held in int64, without overflowing int64."""
     low, high = constant & 0xFFFF, constant >> 16
@@ -503,7 +510,7 @@ def choose_token(run: _Run, logits: Tensor) -> None:
         iota=run.vocab_iota,
         plan=run.plan,
     )
-    token = run.candidates[index] if run.candidates is not None else index
+    token = take(run.candidates, index) if run.candidates is not None else index
     if run.constraint is not None:
         run.constraint.advance(token)
     run.next_token.copy_(token.expand(run.batch, 1))
