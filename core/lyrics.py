@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from core import music
 from core.jobs import Job, JobContext, StudioError
-from core.library import Item
 from core.models import ModelError, ModelSlot, is_local_source
 from core.request import (
     CAPTION_MAX_CHARS,
@@ -35,6 +34,7 @@ from core.request import (
 from vendor.models import WRITER_MODELS
 
 if TYPE_CHECKING:
+    from core.library import Item
     from core.studio import Studio
 
 log = logging.getLogger(__name__)
