@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 OFFLOAD_DEVICE = "cpu"
 # Head-room kept free beyond the weights: activations, KV caches and the CUDA context.
 DEFAULT_MARGIN_BYTES = 1_000_000_000
+# RAM left to the rest of the machine when a model is moved to the CPU.
+HOST_HEADROOM_BYTES = 4_000_000_000
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".th", ".npz")
 
 Mover = Callable[[Any, str], None]
@@ -106,6 +108,19 @@ def accelerator_free_bytes(device: str) -> int:
     from core.device import device_info
 
     return int(device_info(device).free_bytes or 0)
+
+
+def host_available_bytes() -> int:
+    """Memory the CPU side can still take without swapping (MemAvailable on Linux)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    from core.device import device_info
+
+    return int(device_info(OFFLOAD_DEVICE).free_bytes or 0)
 
 
 def allocated_bytes(device: str) -> int:
@@ -255,7 +270,7 @@ class Residency:
 
     def _evict(self, victim: Managed, wanted: Managed) -> None:
         started = time.time()
-        if victim.move is not None and can_move(victim.slot.loaded):
+        if victim.move is not None and can_move(victim.slot.loaded) and self._host_has_room(victim):
             self._move(victim, offload=True)
             message = (
                 f"Moved the {victim.slot.label} to the CPU to make room for the "
@@ -272,6 +287,13 @@ class Residency:
         self._free_cache()
         log.info("%s (%.1f s)", message, time.time() - started)
         self._tell(message)
+
+    def _host_has_room(self, entry: Managed) -> bool:
+        """Moving to the CPU keeps the model for a quick return, but only pays when the
+        machine has the RAM: a 15 GB writer on a 16 GB laptop would swap. Unload instead."""
+        if self.device == OFFLOAD_DEVICE:
+            return True  # a simulated budget: nothing really moves
+        return host_available_bytes() >= entry.size() + HOST_HEADROOM_BYTES
 
     def _move(self, entry: Managed, *, offload: bool) -> None:
         assert entry.move is not None
