@@ -29,6 +29,7 @@ from core.request import (
     SEED_MAX,
     FieldProblem,
     InvalidRequest,
+    SongRequest,
     resolve_seed,
 )
 from vendor.models import WRITER_MODELS
@@ -869,6 +870,17 @@ def keep_draft(
 
 def kept_drafts(studio: Studio, limit: int = 50) -> list[Item]:
     return studio.library.list(kinds=("lyrics",), limit=limit)
+
+
+def song_request_for(base: SongRequest, *, lyrics: str, caption: str, language: str) -> SongRequest:
+    """The Generate form's request with a draft's lyrics, caption and language filled in."""
+    return replace(
+        base,
+        lyrics=lyrics.strip(),
+        caption=caption.strip()[:CAPTION_MAX_CHARS] or base.caption,
+        language=language if language in music.LANGUAGES else base.language,
+        instrumental=False,
+    )
 
 
 def over_limit(lyrics: str) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.tiny.demucs import build_tiny_demucs
 from tests.tiny.dit import build_tiny_dit
+from tests.tiny.writer import build_tiny_writer
 
 
 def build_all(folder: Path) -> dict[str, str]:
@@ -23,4 +24,10 @@ def build_all(folder: Path) -> dict[str, str]:
     if not (demucs / "htdemucs.yaml").exists():
         build_tiny_demucs(demucs)
     env["ACE_STUDIO_DEMUCS_REPO"] = str(demucs)
+    writer = folder / "writer"
+    if not (writer / "config.json").exists():
+        build_tiny_writer(writer)
+    env["ACE_STUDIO_WRITER_MODEL"] = str(writer)
+    # The tiny writer is a transformers checkpoint, also on a Mac with mlx-lm installed.
+    env["ACE_STUDIO_WRITER_BACKEND"] = "transformers"
     return env
