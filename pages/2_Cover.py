@@ -1,0 +1,106 @@
+"""Cover: the same song in a new style: its structure from the source, the rest from you."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import tasks
+from core.request import InvalidRequest
+from pages.widgets.ab import derived_take_tools
+from pages.widgets.common import page_setup, show_problems
+from pages.widgets.finishing import finishing_tools
+from pages.widgets.jobs import current_job_id, follow_job, job_panel
+from pages.widgets.lora import lora_expander
+from pages.widgets.song_form import (
+    diffusion_expander,
+    metadata_expander,
+    read_request,
+    sync_from_url,
+    text_inputs,
+    write_to_url,
+)
+from pages.widgets.source import source_picker, waveform
+from pages.widgets.takes import take_card
+
+PAGE = "cover"
+JOB_KEY = "cover.job"
+
+studio = page_setup("Cover", "🎭")
+defaults = studio.variant_defaults()
+sync_from_url(PAGE, defaults)
+
+st.title("Cover")
+st.caption(
+    "A new version of a song: the source gives the structure (melody, rhythm, arrangement), "
+    "your caption and lyrics the style and words. The cover is as long as the source."
+)
+form, output = st.columns([3, 2], gap="large")
+
+with form:
+    source = source_picker(studio, PAGE, label="Song to cover")
+    if source is not None:
+        waveform(studio, PAGE, source)
+    # The planner's "Understand" buttons (issue 6) belong here, above the caption and lyrics
+    # they prefill from the source.
+    text_inputs(PAGE, caption_label="Caption of the cover", lyrics_label="Lyrics of the cover")
+    st.slider(
+        "Cover strength",
+        0.0,
+        1.0,
+        step=0.05,
+        key=f"{PAGE}.cover_strength",
+        help="How strongly the source's structure steers the cover. 1 follows it closely; "
+        "around 0.2–0.5 keeps a loose outline and lets your caption lead.",
+    )
+    st.caption(
+        "Strength 1 keeps the source's melody and arrangement; lower values keep less of it "
+        "and more of your caption (about 0.2 for a loose style transfer)."
+    )
+    with st.expander("Timbre reference (optional)", icon=":material/graphic_eq:"):
+        st.caption(
+            "A second clip whose sound (voice, instruments, production) colours the cover; "
+            "its notes and words are not used."
+        )
+        reference = source_picker(
+            studio, PAGE, target="reference_id", label="Reference clip", carry=()
+        )
+        if reference is not None and st.button(
+            "Remove reference", key=f"{PAGE}.remove_reference", icon=":material/close:"
+        ):
+            st.session_state[f"{PAGE}.reference_id"] = None
+            st.session_state.pop(f"{PAGE}.reference_id.pick", None)
+            st.rerun()
+    st.radio(
+        "Takes",
+        list(range(1, studio.settings.max_takes + 1)),
+        horizontal=True,
+        key=f"{PAGE}.takes",
+        help="Each take is a different seed of the same settings.",
+    )
+    diffusion_expander(PAGE, defaults)
+    metadata_expander(PAGE)
+    lora_expander(studio, PAGE)
+    if st.button("Cover", type="primary", icon=":material/swap_horiz:", width="stretch"):
+        try:
+            follow_job(JOB_KEY, tasks.submit(studio, read_request(PAGE, "cover")))
+        except InvalidRequest as invalid:
+            show_problems([problem.message for problem in invalid.problems])
+    write_to_url(PAGE, read_request(PAGE, "cover"))
+
+with output:
+    job_id = current_job_id(JOB_KEY)
+    if not job_id:
+        st.info(
+            "Your covers appear here, with an A/B against the source.",
+            icon=":material/swap_horiz:",
+        )
+    else:
+        job_panel(studio, job_id, state_key=JOB_KEY)
+        for item in studio.library.for_job(job_id):
+            take_card(
+                studio,
+                item,
+                waveform=False,
+                on_new_job=lambda new: follow_job(JOB_KEY, new),
+                tools=derived_take_tools(finishing_tools),
+            )
