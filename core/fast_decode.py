@@ -30,6 +30,7 @@ per-head q/k norms), Llama and Mistral without sliding windows.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama", "mistral")
 _CACHE_ROUNDING = 64  # cache lengths are rounded up so masks stay aligned for SDPA kernels
@@ -141,6 +144,7 @@ class _Layer:
     gate_up_weight: Tensor
     down_proj: nn.Linear
     act: Callable[[Tensor], Tensor]
+    silu: bool
 
 
 @dataclass
@@ -238,6 +242,7 @@ def read_weights(model: nn.Module) -> _Weights:
                 gate_up_weight=gate_up_weight,
                 down_proj=mlp.down_proj,
                 act=mlp.act_fn,
+                silu=getattr(config, "hidden_act", "silu") in ("silu", "swish"),
             )
         )
     lm_head = model.get_output_embeddings()
@@ -258,11 +263,6 @@ def read_weights(model: nn.Module) -> _Weights:
 
 
 # --- The forward pass, plain functions ------------------------------------------------------
-
-
-def rms_norm(x: Tensor, norm: nn.Module) -> Tensor:
-    """The model's RMSNorm as one fused op (fp32 inside, like HF's, rounded once at the end)."""
-    return F.rms_norm(x, (x.shape[-1],), norm.weight, eps=_norm_eps(norm))
 
 
 def rope_tables(weights: _Weights, length: int) -> tuple[Tensor, Tensor]:
@@ -310,7 +310,9 @@ def _sdpa(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor, scale: float) -
     return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ values
 
 
-def _attention(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor, weights: _Weights) -> Tensor:
+def _attention(
+    q: Tensor, keys: Tensor, values: Tensor, mask: Tensor, weights: _Weights, kind: str = "sdpa"
+) -> Tensor:
     """q: [batch, tokens, heads, head_dim]; keys/values: the whole cache; mask: [batch, tokens,
     cache] (True = may attend). Returns [batch, tokens, heads * head_dim]."""
     batch, tokens, heads, head_dim = q.shape
@@ -319,12 +321,78 @@ def _attention(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor, weights: _
         # Decoding: the query heads that share a key/value head become that head's "tokens",
         # so attention reads each cache once instead of a copy repeated per query head.
         q = q.reshape(batch, weights.kv_heads, groups, head_dim)
-        out = _sdpa(q, keys, values, mask[:, None], weights.scaling)
+        if kind == "math":
+            out = _math_attention(q, keys, values, mask[:, None], weights.scaling)
+        else:
+            out = _sdpa(q, keys, values, mask[:, None], weights.scaling)
         return out.reshape(batch, 1, heads * head_dim)
     keys = keys.repeat_interleave(groups, dim=1)
     values = values.repeat_interleave(groups, dim=1)
     out = _sdpa(q.transpose(1, 2), keys, values, mask[:, None], weights.scaling)
     return out.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+
+
+def _math_attention(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor, scale: float) -> Tensor:
+    """Attention as two batched matmuls: they spread a long cache over the whole GPU, where a
+    fused kernel with a handful of queries per head walks it in a few blocks."""
+    scores = torch.matmul(q, keys.transpose(-1, -2)).float() * scale
+    weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    return torch.matmul(weights.to(q.dtype), values)
+
+
+# --- The elementwise glue between the matmuls -------------------------------------------------
+
+
+def norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """RMSNorm as one op (fp32 inside, like HF's)."""
+    return F.rms_norm(x, (x.shape[-1],), weight, eps=eps)
+
+
+def add_norm(x: Tensor, delta: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """The residual add and the next RMSNorm: the new residual stream and its normed copy."""
+    x = x + delta
+    return x, norm(x, weight, eps)
+
+
+def qk_norm_rope(qk: Tensor, weight: Tensor | None, eps: float, cos: Tensor, sin: Tensor) -> Tensor:
+    """Qwen3's per-head q/k norms (when `weight` is given) and RoPE, on q and k together."""
+    if weight is not None:
+        qk = weight * F.rms_norm(qk, (qk.shape[-1],), eps=eps)
+    return apply_rope(qk, cos, sin)
+
+
+def silu_gated(gate_up: Tensor) -> Tensor:
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+@dataclass(frozen=True)
+class Glue:
+    """The elementwise work of a layer. Run as plain PyTorch ops it is ~15 small kernels a
+    layer, and at batch 2 launching them costs more than the matmuls; on CUDA each function
+    is compiled (torch.compile, no CUDA graphs of its own) into one fused kernel. The decode
+    step uses the same glue eagerly and in a graph, so the two stay identical."""
+
+    norm: Callable[[Tensor, Tensor, float], Tensor]
+    add_norm: Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
+    qk_norm_rope: Callable[[Tensor, Tensor | None, float, Tensor, Tensor], Tensor]
+    silu_gated: Callable[[Tensor], Tensor]
+    fused: bool = False
+
+
+PLAIN_GLUE = Glue(norm, add_norm, qk_norm_rope, silu_gated)
+_fused_glue: Glue | None = None
+
+
+def fused_glue() -> Glue:
+    """The compiled glue, built once per process (each shape compiles on first use)."""
+    global _fused_glue
+    if _fused_glue is None:
+        compile = lambda fn: torch.compile(fn, dynamic=False, fullgraph=True)  # noqa: E731
+        _fused_glue = Glue(
+            compile(norm), compile(add_norm), compile(qk_norm_rope), compile(silu_gated), True
+        )
+    return _fused_glue
 
 
 def forward(
@@ -335,30 +403,38 @@ def forward(
     sin: Tensor,
     cache: KVCache,
     mask: Tensor,
+    glue: Glue = PLAIN_GLUE,
+    attention: str = "sdpa",
 ) -> Tensor:
     """Run tokens [batch, n] written at cache positions `positions` [n]; returns the last
     hidden state of each row, normed: [batch, hidden]."""
     heads, kv_heads, head_dim = weights.heads, weights.kv_heads, weights.head_dim
     batch, n = tokens.shape
     cos, sin = cos.index_select(0, positions), sin.index_select(0, positions)
+    layers = weights.layers
     x = weights.embed(tokens)
-    for index, layer in enumerate(weights.layers):
-        h = rms_norm(x, layer.input_norm)
+    h = glue.norm(x, layers[0].input_norm.weight, _norm_eps(layers[0].input_norm))
+    for index, layer in enumerate(layers):
         qkv = F.linear(h, layer.qkv_weight, layer.qkv_bias)
         qk = qkv[..., : (heads + kv_heads) * head_dim].view(batch, n, heads + kv_heads, head_dim)
         v = qkv[..., (heads + kv_heads) * head_dim :].view(batch, n, kv_heads, head_dim)
-        if layer.qk_norm_weight is not None:
-            qk = layer.qk_norm_weight * F.rms_norm(qk, (head_dim,), eps=layer.qk_norm_eps)
-        qk = apply_rope(qk, cos, sin)
+        qk = glue.qk_norm_rope(qk, layer.qk_norm_weight, layer.qk_norm_eps, cos, sin)
         q, k = qk[:, :, :heads], qk[:, :, heads:]
         cache.keys[index].index_copy_(2, positions, k.transpose(1, 2))
         cache.values[index].index_copy_(2, positions, v.transpose(1, 2))
-        attn = _attention(q, cache.keys[index], cache.values[index], mask, weights)
-        x = x + layer.o_proj(attn)
-        h = rms_norm(x, layer.post_norm)
-        gate, up = F.linear(h, layer.gate_up_weight).chunk(2, dim=-1)
-        x = x + layer.down_proj(layer.act(gate) * up)
-    return rms_norm(x[:, -1], weights.final_norm)
+        attn = _attention(q, cache.keys[index], cache.values[index], mask, weights, attention)
+        post = layer.post_norm
+        x, h = glue.add_norm(x, layer.o_proj(attn), post.weight, _norm_eps(post))
+        gate_up = F.linear(h, layer.gate_up_weight)
+        mlp = layer.down_proj(glue.silu_gated(gate_up) if layer.silu else _gated(layer, gate_up))
+        following = layers[index + 1].input_norm if index + 1 < len(layers) else weights.final_norm
+        x, h = glue.add_norm(x, mlp, following.weight, _norm_eps(following))
+    return h[:, -1]
+
+
+def _gated(layer: _Layer, gate_up: Tensor) -> Tensor:
+    gate, up = gate_up.chunk(2, dim=-1)
+    return layer.act(gate) * up
 
 
 def lm_logits(
@@ -492,6 +568,8 @@ class _Run:
     cos: Tensor | None = None
     sin: Tensor | None = None
     warm_steps: int = 0
+    glue: Glue = PLAIN_GLUE
+    attention: str = "sdpa"
 
 
 def choose_token(run: _Run, logits: Tensor) -> None:
@@ -522,7 +600,10 @@ def _decode_step(weights: _Weights, run: _Run) -> None:
     """The step a CUDA graph captures: forward one token, choose the next."""
     assert run.cache is not None and run.cos is not None and run.sin is not None
     mask = (run.valid & (run.iota <= run.position))[:, None, :]
-    hidden = forward(weights, run.next_token, run.position, run.cos, run.sin, run.cache, mask)
+    hidden = forward(
+        weights, run.next_token, run.position, run.cos, run.sin, run.cache, mask,
+        glue=run.glue, attention=run.attention,
+    )  # fmt: skip
     run.position += 1
     choose_token(run, lm_logits(weights, hidden, run.vocab, run.extra_weight))
 
@@ -536,14 +617,26 @@ class Decoder:
     `cuda_graphs=False`) or "hf" (the model's own forward and a DynamicCache, step by step).
     """
 
-    def __init__(self, model: nn.Module, *, backend: str = "static", cuda_graphs: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        backend: str = "static",
+        cuda_graphs: bool = True,
+        fused_glue: bool = True,
+        decode_attention: str = "sdpa",
+    ):
         if backend not in ("static", "hf"):
             raise ValueError(f"backend must be 'static' or 'hf', not {backend!r}")
+        if decode_attention not in ("sdpa", "math"):
+            raise ValueError("decode_attention must be 'sdpa' or 'math'")
         if backend == "static":
             read_weights(model)  # fail now, with the reason, rather than mid-song
         self.model = model
         self.backend = backend
         self.cuda_graphs = cuda_graphs
+        self.fused_glue = fused_glue
+        self.decode_attention = decode_attention
 
     @property
     def device(self) -> torch.device:
@@ -554,7 +647,8 @@ class Decoder:
         """A short description for logs and benchmarks."""
         if self.backend == "hf":
             return "hf-forward"
-        return "static+cuda-graph" if self._graphs_on else "static-eager"
+        fused = "+fused" if self.fused_glue and self.device.type == "cuda" else ""
+        return ("static+cuda-graph" if self._graphs_on else "static-eager") + fused
 
     @property
     def _graphs_on(self) -> bool:
@@ -693,8 +787,26 @@ class Decoder:
         run.position.fill_(length)
         choose_token(run, lm_logits(weights, hidden, run.vocab, run.extra_weight))
 
+        run.attention = self.decode_attention
+        if self.fused_glue and self.device.type == "cuda":
+            run.glue = fused_glue()
+        tried = [False]
+
         def step() -> None:
-            _decode_step(weights, run)
+            if tried[0]:
+                _decode_step(weights, run)
+                return
+            tried[0] = True
+            try:
+                _decode_step(weights, run)
+            except Exception as error:  # compiling is an optimisation only
+                if not run.glue.fused:
+                    raise
+                # The step mutates state only after its forward pass, where compiling fails,
+                # so it can run again with plain ops.
+                log.warning("fused decode kernels unavailable, using plain ops: %s", error)
+                run.glue = PLAIN_GLUE
+                _decode_step(weights, run)
 
         if not self._graphs_on or budget == 1:
             return step
