@@ -569,7 +569,7 @@ class _Run:
     sin: Tensor | None = None
     warm_steps: int = 0
     glue: Glue = PLAIN_GLUE
-    attention: str = "sdpa"
+    attention: str = "math"
 
 
 def choose_token(run: _Run, logits: Tensor) -> None:
@@ -615,6 +615,9 @@ class Decoder:
 
     backend: "static" (this module's forward and static cache, with CUDA graphs on CUDA unless
     `cuda_graphs=False`) or "hf" (the model's own forward and a DynamicCache, step by step).
+    fused_glue: compile the elementwise work between matmuls into fused kernels (CUDA only).
+    decode_attention: "math" (two batched matmuls, fastest for long caches on an H100) or
+    "sdpa" (PyTorch's fused attention). See docs/benchmarks.md for the measurements.
     """
 
     def __init__(
@@ -624,7 +627,7 @@ class Decoder:
         backend: str = "static",
         cuda_graphs: bool = True,
         fused_glue: bool = True,
-        decode_attention: str = "sdpa",
+        decode_attention: str = "math",
     ):
         if backend not in ("static", "hf"):
             raise ValueError(f"backend must be 'static' or 'hf', not {backend!r}")
