@@ -41,6 +41,7 @@ from vendor.models import AUDIO_CODEBOOK_SIZE
 
 FIELD_ORDER = ("bpm", "caption", "duration", "genres", "keyscale", "language", "timesignature")
 CAPTION_TOKEN_LIMIT = 512
+GENRES_TOKEN_LIMIT = 64  # upstream matches genres against a vocabulary; a line of them is short
 DURATION_MIN = 10
 AUDIO_CODE = re.compile(r"<\|audio_code_(\d+)\|>")
 
@@ -175,10 +176,6 @@ class PlannerVocabulary:
             tokens = self.value_tokens(name, option)
             if tokens is None:
                 continue
-            if name == "keyscale":
-                first = self.tokenizer.decode(tokens[:1]).lstrip()[:1].upper()
-                if first not in music.NOTES:
-                    continue
             for index in range(len(tokens) + 1):
                 children = trie.setdefault(tuple(tokens[:index]), set())
                 children.add(tokens[index] if index < len(tokens) else self.newline)
@@ -248,7 +245,8 @@ class _State:
     moves: dict[int, int] = field(default_factory=dict)
     by_class: tuple[int, int, int] | None = None
     greedy: bool = False
-    counting: bool = False
+    limit: int = 0
+    """Free-text states count their tokens; at `limit` they hand over to `over_limit`."""
     over_limit: int | None = None
 
 
@@ -330,13 +328,13 @@ class CotConstraint:
         field's name (forced). At the token limit, a line break, then the next field."""
         newline = self.vocabulary.newline
         first_of_next = self._first_token(after)
-        caption = self._new(dense=CAPTION_TEXT, counting=True)
+        caption = self._new(dense=CAPTION_TEXT, limit=CAPTION_TOKEN_LIMIT)
         line_break = self._new(
             dense=CAPTION_CONTINUATION,
             alt_ids=[first_of_next],
             test=TOP_NOT_SPACE,
             moves={first_of_next: self._after_first(after)},
-            counting=True,
+            limit=CAPTION_TOKEN_LIMIT,
         )
         self.states[caption].by_class = (caption, caption, line_break)
         self.states[line_break].by_class = (caption, caption, line_break)
@@ -347,14 +345,20 @@ class CotConstraint:
         return caption
 
     def _one_line(self, after: int) -> int:
-        """Genres: some text, then a line break when it is the most likely token."""
+        """Genres: some text, then a line break when it is the most likely token (or at the
+        token limit)."""
         newline = self.vocabulary.newline
         text = self._new(
             dense=ONE_LINE_TEXT, ids=[newline], alt_ids=[newline], test=TOP_IS_NEWLINE,
-            moves={newline: after},
+            moves={newline: after}, limit=GENRES_TOKEN_LIMIT,
         )  # fmt: skip
         self.states[text].by_class = (text, text, after)
-        start = self._new(dense=ONE_LINE_TEXT, by_class=(text, text, text))
+        start = self._new(
+            dense=ONE_LINE_TEXT, by_class=(text, text, text), limit=GENRES_TOKEN_LIMIT
+        )
+        end = self._new(ids=[newline], moves={newline: after})
+        self.states[text].over_limit = end
+        self.states[start].over_limit = end
         return start
 
     def _first_token(self, state: int) -> int:
@@ -398,7 +402,8 @@ class CotConstraint:
                 [list(s.by_class) if s.by_class else [0, 0, 0] for s in states]
             ),
             "greedy": torch.tensor([s.greedy for s in states]),
-            "counting": torch.tensor([s.counting for s in states], dtype=torch.long),
+            "counting": torch.tensor([s.limit > 0 for s in states], dtype=torch.long),
+            "limit": torch.tensor([s.limit for s in states]),
             "over_limit": torch.tensor(
                 [s.over_limit if s.over_limit is not None else i for i, s in enumerate(states)]
             ),
@@ -414,13 +419,14 @@ class CotConstraint:
             self._tables = self._build_tables(device)
         self.state = torch.tensor(self.start, device=device)
         self.current = torch.tensor(self.start, device=device)
-        self.caption_tokens = torch.zeros((), dtype=torch.long, device=device)
+        self.field_tokens = torch.zeros((), dtype=torch.long, device=device)
 
     def mask(self, logits: Tensor) -> Tensor:
         t = self._tables
         size = self.vocabulary.vocab_size
         logits = logits[:size]
-        over = (self.caption_tokens >= CAPTION_TOKEN_LIMIT) & (take(t["counting"], self.state) > 0)
+        counting = take(t["counting"], self.state) > 0
+        over = counting & (self.field_tokens >= take(t["limit"], self.state))
         state = torch.where(over, take(t["over_limit"], self.state), self.state)
         self.current.copy_(state)
         top = torch.argmax(logits)
@@ -444,8 +450,12 @@ class CotConstraint:
         explicit = (match.long() * take(t["move_to"], state)).sum()
         token_class = take(t["token_class"], token_id.clamp(max=self.vocabulary.vocab_size - 1))
         by_class = take(take(t["by_class"], state), token_class)
-        self.caption_tokens += take(t["counting"], state)
-        self.state.copy_(torch.where(match.any(), explicit, by_class))
+        following = torch.where(match.any(), explicit, by_class)
+        # A free-text field counts its own tokens; leaving it resets the count.
+        self.field_tokens.copy_(
+            (self.field_tokens + take(t["counting"], state)) * take(t["counting"], following)
+        )
+        self.state.copy_(following)
 
 
 # --- The audio-code machine -----------------------------------------------------------------

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # Feature modules that plug into the Studio: each has `install(studio)`, which adds its
 # model slots, job handlers and song-pipeline stages. One line per feature.
-FEATURES: tuple[str, ...] = ("core.lyrics", "core.stems", "core.lora", "core.tasks")
+FEATURES: tuple[str, ...] = ("core.lyrics", "core.stems", "core.lora", "core.tasks", "core.planner")
 
 
 class Studio:
