@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from core.fast_decode import (
@@ -200,6 +201,34 @@ def test_a_constraint_shapes_every_step(qwen3):
     assert result.stop_token == end
     assert len(result.tokens) == 25
     assert all(token % 2 == 0 for token in result.tokens)
+
+
+class NoHostSync(TorchDispatchMode):
+    """Fails on any op that turns a tensor into a Python number. Inside a CUDA graph capture
+    that is an error, so the decode step must never do it; on the CPU this mode finds it."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            raise AssertionError("the decode step read a tensor back to the host")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_the_decode_step_never_syncs_with_the_host(qwen3, guided):
+    model, tokenizer = qwen3
+    decoder = Decoder(model)
+    sampling = Sampling(temperature=0.8, top_p=0.9, top_k=20, cfg_scale=2.0, seed=3)
+    first = tokenizer.convert_tokens_to_ids("<|audio_code_0|>")
+    vocab = VocabSlice(first, first + 48, (tokenizer.eos_token_id,))
+    constraint = EvenTokensThenEnd(49, 48, 10)
+    with torch.inference_mode():
+        run = decoder._start(prompts_for(tokenizer, guided), 8, sampling, constraint, vocab)
+        ids, valid = decoder._padded(prompts_for(tokenizer, guided), 0)
+        step = decoder._prefill_static(run, ids, valid)
+        with NoHostSync():
+            for _ in range(5):
+                step()
+    assert int(run.step) == 6
 
 
 def test_top_k_and_top_p_keep_what_upstream_keeps():

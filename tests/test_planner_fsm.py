@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import AutoTokenizer
 
 from core import music
@@ -19,6 +18,7 @@ from core.planner_fsm import (
     CotSpec,
     PlannerVocabulary,
 )
+from tests.test_fast_decode import NoHostSync
 from tests.tiny.planner import INVALID_CODES, SUBFOLDER, VALID_CODES, build_tiny_planner
 
 CPU = torch.device("cpu")
@@ -29,16 +29,6 @@ def vocabulary(tmp_path_factory: pytest.TempPathFactory) -> PlannerVocabulary:
     folder = build_tiny_planner(tmp_path_factory.mktemp("planner")) / SUBFOLDER
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return PlannerVocabulary.from_tokenizer(tokenizer, len(tokenizer), max_duration=480)
-
-
-class NoHostSync(TorchDispatchMode):
-    """Fails on any op that turns a tensor into a Python number: in a CUDA graph capture that
-    is an error, so a constraint must never do it."""
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            raise AssertionError("a constraint read a tensor back to the host")
-        return func(*args, **(kwargs or {}))
 
 
 def drive(constraint, size: int, seed: int, *, steps: int = 1200, bias=None, stop=()):
