@@ -9,6 +9,7 @@ from pages.widgets.common import page_setup, show_problems
 from pages.widgets.finishing import finishing_tools
 from pages.widgets.jobs import current_job_id, follow_job, job_panel
 from pages.widgets.lora import lora_expander
+from pages.widgets.planner import plan_view, sample_tools
 from pages.widgets.song_form import (
     diffusion_expander,
     metadata_expander,
@@ -31,6 +32,7 @@ st.title("Generate")
 form, output = st.columns([3, 2], gap="large")
 
 with form:
+    sample_tools(studio, PAGE)
     text_inputs(PAGE)
     length, takes = st.columns([3, 2])
     with length:
@@ -65,7 +67,9 @@ with output:
     if not job_id:
         st.info("Your takes appear here.", icon=":material/queue_music:")
     else:
-        job = job_panel(studio, job_id, state_key=JOB_KEY)
+        job = job_panel(studio, job_id, state_key=JOB_KEY, running_extra=plan_view)
+        if job is not None and job.is_finished:
+            plan_view(job)
         for item in studio.library.for_job(job_id):
             take_card(
                 studio,

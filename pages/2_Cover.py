@@ -11,6 +11,7 @@ from pages.widgets.common import page_setup, show_problems
 from pages.widgets.finishing import finishing_tools
 from pages.widgets.jobs import current_job_id, follow_job, job_panel
 from pages.widgets.lora import lora_expander
+from pages.widgets.planner import understand_button
 from pages.widgets.song_form import (
     diffusion_expander,
     metadata_expander,
@@ -40,8 +41,7 @@ with form:
     source = source_picker(studio, PAGE, label="Song to cover")
     if source is not None:
         waveform(studio, PAGE, source)
-    # The planner's "Understand" buttons (issue 6) belong here, above the caption and lyrics
-    # they prefill from the source.
+    understand_button(studio, PAGE, source)
     text_inputs(PAGE, caption_label="Caption of the cover", lyrics_label="Lyrics of the cover")
     st.slider(
         "Cover strength",

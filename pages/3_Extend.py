@@ -12,6 +12,7 @@ from pages.widgets.common import page_setup, show_problems
 from pages.widgets.finishing import finishing_tools
 from pages.widgets.jobs import current_job_id, follow_job, job_panel
 from pages.widgets.lora import lora_expander
+from pages.widgets.planner import understand_button
 from pages.widgets.song_form import (
     diffusion_expander,
     metadata_expander,
@@ -85,6 +86,7 @@ with form:
             f"{request.extend_seconds:g} s {'after' if at_end else 'before'} it; the result is "
             f"{clock(seconds + request.extend_seconds)} long."
         )
+    understand_button(studio, PAGE, source)
     text_inputs(
         PAGE, caption_label="Caption of the new section", lyrics_label="Lyrics of the new section"
     )
