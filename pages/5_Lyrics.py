@@ -25,6 +25,32 @@ def key(name: str) -> str:
     return f"{PAGE}.{name}"
 
 
+# Streamlit forgets a widget's value when a run does not draw it (another page, say): the
+# form and the draft are copied to a plain session key at the end of each run, and back.
+WIDGETS = (*(name for name in DEFAULTS.to_dict() if name != "seed"), "seed", "seed_locked")
+EDITOR = ("draft", "caption", "title")
+SAVED = "lyrics._saved"
+
+
+def restore_widgets() -> None:
+    state = st.session_state
+    saved = state.get(SAVED, {})
+    defaults = {
+        **DEFAULTS.to_dict(),
+        "seed": random.randint(1, SEED_MAX),
+        "seed_locked": False,
+        **dict.fromkeys(EDITOR, ""),
+    }
+    for name in (*WIDGETS, *EDITOR):
+        if key(name) not in state:
+            state[key(name)] = saved.get(name, defaults[name])
+
+
+def save_widgets() -> None:
+    state = st.session_state
+    state[SAVED] = {name: state[key(name)] for name in (*WIDGETS, *EDITOR) if key(name) in state}
+
+
 def set_form(request: LyricsRequest) -> None:
     state = st.session_state
     for name, value in request.to_dict().items():
@@ -101,19 +127,21 @@ def take_finished_job(job: Job) -> None:
 
 
 def show_streaming(job: Job) -> None:
-    st.text_area(
-        "Draft",
-        value=job.partial_text,
+    """The draft as it is written. Not a widget: a widget's value cannot be replaced from the
+    server while the browser holds it, and editing text that is still arriving would lose
+    words. The editor takes over when the draft is done."""
+    st.markdown("**Draft** · writing…")
+    st.code(
+        job.partial_text or "The first lines appear here as they are written…",
+        language=None,
+        wrap_lines=True,
         height=DRAFT_HEIGHT,
-        disabled=True,
-        placeholder="The first lines appear here as they are written…",
     )
     st.caption(f"{len(job.partial_text)} / {LYRICS_MAX_CHARS} characters")
 
 
 studio = page_setup("Lyrics", "✍️")
-if key("brief") not in st.session_state:
-    set_form(DEFAULTS)
+restore_widgets()
 
 st.title("Lyrics")
 st.caption(
@@ -275,6 +303,7 @@ with draft_column:
                 caption=st.session_state.get(key("caption"), ""),
                 language=request.language,
             )
+            save_widgets()
             st.switch_page(GENERATE_PAGE, query_params=to_query(song))
         download.download_button(
             "Download .txt",
@@ -286,3 +315,5 @@ with draft_column:
             on_click="ignore",
             disabled=not draft.strip(),
         )
+
+save_widgets()

@@ -37,6 +37,7 @@ def has_draft(at: AppTest) -> bool:
 
 
 def write(at: AppTest, **settings: object) -> AppTest:
+    settings = {"max_tokens": 100, **settings}
     at.text_area(key="lyrics.brief").set_value(BRIEF)
     at.text_input(key="lyrics.tone").set_value("bittersweet")
     for name, value in settings.items():
@@ -119,3 +120,16 @@ def test_use_in_generate_fills_the_generate_form(lyrics_env: Path) -> None:
     assert at.text_area(key="generate.lyrics").value == draft.strip()
     assert at.text_area(key="generate.caption").value == "dreamy synth-pop, female vocals"
     assert at.selectbox(key="generate.language").value == "es"
+
+
+def test_the_form_and_draft_survive_a_visit_to_another_page(lyrics_env: Path) -> None:
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=60).run()
+    at.switch_page("pages/5_Lyrics.py").run()
+    at.text_area(key="lyrics.brief").set_value(BRIEF)
+    at.slider(key="lyrics.verse_lines").set_value(8)
+    draft_area(at).set_value("[Chorus]\nstay a while").run()
+    at.switch_page("pages/1_Generate.py").run()
+    at.switch_page("pages/5_Lyrics.py").run()
+    assert at.text_area(key="lyrics.brief").value == BRIEF
+    assert at.slider(key="lyrics.verse_lines").value == 8
+    assert draft_area(at).value == "[Chorus]\nstay a while"
