@@ -115,6 +115,12 @@ def load_planner(
     except UnsupportedModel as error:
         log.warning("planner decodes without the fast path: %s", error)
         decoder = Decoder(model, backend="hf")
+    if device == "cuda" and decoder.backend == "static":
+        # The fused kernels compile on first use, for a guided pair (songs) and a single
+        # prompt (the buttons): pay for that here, while the page says "loading".
+        pad = _pad_id_of(tokenizer, vocabulary)
+        for prompts_in_use in ([[pad, pad]], [[pad, pad], [pad]]):
+            decoder.generate(prompts_in_use, max_new_tokens=2, pad_id=pad)
     return LoadedPlanner(model, tokenizer, vocabulary, decoder, size, device)
 
 
@@ -414,7 +420,8 @@ class Planner:
             constraint=CotConstraint(planner.vocabulary, spec),
             stop_ids=planner.vocabulary.end_ids,
             on_tokens=on_tokens,
-            sync_every=16,
+            # Small chunks: the reasoning is short, and a stop wastes up to two of them.
+            sync_every=8,
             pad_id=_pad_id(planner),
         )
         _log_speed("chain of thought", result)
@@ -649,8 +656,12 @@ def audio_to_codes(dit: LoadedDit, samples: np.ndarray) -> str:
 
 
 def _pad_id(planner: LoadedPlanner) -> int:
-    pad = planner.tokenizer.pad_token_id
-    return int(pad) if pad is not None else int(planner.vocabulary.eos)
+    return _pad_id_of(planner.tokenizer, planner.vocabulary)
+
+
+def _pad_id_of(tokenizer: Any, vocabulary: PlannerVocabulary) -> int:
+    pad = tokenizer.pad_token_id
+    return int(pad) if pad is not None else int(vocabulary.eos)
 
 
 def _label(size: str) -> str:
