@@ -11,9 +11,10 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# pedalboard's native module links libatomic, which slim bases leave out.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        python3.11 python3.11-venv ca-certificates ffmpeg libsndfile1 curl \
+        python3.11 python3.11-venv ca-certificates ffmpeg libsndfile1 libatomic1 curl \
     && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 1000 studio \
@@ -28,7 +29,16 @@ RUN python3.11 -m venv /opt/venv
 
 WORKDIR /app
 COPY requirements.txt .
-RUN pip install --upgrade pip && pip install -r requirements.txt
+# Both empty by default, so a plain build installs everything from PyPI. For builds behind a
+# TLS-intercepting proxy or with local wheels (the CPU torch wheel of the smoke test), mount a
+# folder for this step only, e.g. `podman build -v ./inputs:/mnt:ro`, and name what is in it:
+# EXTRA_WHEELS is a wheel folder pip looks in first, BUILD_CA a CA bundle for pip. Mounted, not
+# copied, so neither the wheels nor the CA end up in a layer.
+ARG EXTRA_WHEELS=
+ARG BUILD_CA=
+RUN if [ -n "$EXTRA_WHEELS" ]; then export PIP_FIND_LINKS="$EXTRA_WHEELS"; fi \
+    && if [ -n "$BUILD_CA" ]; then export PIP_CERT="$BUILD_CA"; fi \
+    && pip install --upgrade pip && pip install -r requirements.txt
 
 COPY --chown=studio:studio Home.py ./
 COPY --chown=studio:studio pages ./pages

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8501
 TINY_MODELS ?= tiny-models
 
-.PHONY: run run-tiny test lint format browsers bench-dit clean
+.PHONY: run run-tiny test lint format browsers bench-dit container-test clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ test: $(VENV)/.dev-installed browsers lint
 ## DiT speed and memory on a GPU (see docs/benchmarks.md).
 bench-dit: $(VENV)/.installed
 	PYTHONPATH=. $(BIN)/python bench/bench_dit.py
+
+## Build the Docker image from this checkout and serve it from the image (root, podman, no
+## Docker engine needed; minutes and ~10 GB of disk, so not part of `test`). See docs/container.md.
+container-test: $(VENV)/.dev-installed browsers
+	bash tests/container/smoke.sh
 
 clean:
 	rm -rf $(VENV) test-artifacts $(TINY_MODELS) $(TINY_MODELS).env data-tiny
