@@ -50,8 +50,8 @@ MLX_LM_MIN_VERSION = (0, 31)
 
 RHYMES = ("strict", "loose", "none")
 DEFAULT_STRUCTURE = "intro, verse, chorus, verse, chorus, bridge, chorus, outro"
-# Qwen2.5-Instruct's own generation_config value. Stronger penalties stop a chorus from
-# repeating word for word, which is exactly what a chorus should do.
+# Qwen2.5-Instruct's own generation_config value. A stronger penalty (the previous app used
+# 1.1) keeps a chorus from repeating word for word, and a chorus should.
 REPETITION_PENALTY = 1.05
 
 BRIEF_MAX_CHARS = 2000
