@@ -37,6 +37,8 @@ def readiness() -> None:
             )
             st.markdown(f"**{status.label}** · {icon} {status.state}")
             st.caption(status.source)
+            if status.state == READY and status.device:
+                st.caption(f"on the {'GPU' if status.device in ('cuda', 'mps') else 'CPU'}")
             if status.state == DOWNLOADING and status.total_bytes:
                 st.progress(
                     status.fraction or 0.0,
@@ -50,6 +52,9 @@ def readiness() -> None:
             ):
                 studio.jobs.submit("load", {"model": status.key})
                 st.toast(f"Queued loading of the {status.label}.")
+    moves = list(studio.residency.events)[-3:]
+    for message in reversed(moves):
+        st.caption(f":material/swap_horiz: {message}")
     active = studio.jobs.active()
     if active:
         running = [job for job in active if job.status == "running"]

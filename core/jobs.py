@@ -269,7 +269,9 @@ def _job(row: Any) -> Job:
 
 def describe_error(error: BaseException, device: str = "cuda") -> str:
     """The message a musician sees for a failed job."""
-    if isinstance(error, StudioError):
+    from core.models import ModelError
+
+    if isinstance(error, (StudioError, ModelError)):
         return str(error)
     if is_out_of_memory(error):
         where = "GPU" if device in ("cuda", "mps") else "machine"
