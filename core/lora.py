@@ -416,7 +416,7 @@ def shapes_of(transformer: torch.nn.Module) -> DitShapes:
 
 @lru_cache(maxsize=4)
 def _shapes_from_config(config_json: str) -> DitShapes:
-    from diffusers import AceStepTransformer1DModel
+    from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
 
     config = {k: v for k, v in json.loads(config_json).items() if not k.startswith("_")}
     # The meta device builds the module tree without allocating a single weight.
@@ -873,4 +873,10 @@ def store_for(settings: Settings) -> LoraStore:
 
 def install(studio: Studio) -> None:
     """Before each song, the DiT's adapters are made to match the request's LoRA stack."""
+    # Pages build the DiT's module tree (to check uploads) while the worker thread may be
+    # importing diffusers to load the pipeline; diffusers' and transformers' lazy modules
+    # are not safe to import from two threads at once, so import it here, before the
+    # worker starts.
+    import diffusers.models.transformers.ace_step_transformer  # noqa: F401
+
     studio.lora_stage = lora_stage(store_for(studio.settings))

@@ -97,9 +97,28 @@ def _master(studio: Studio, item: Item) -> tuple[str, int]:
         type="primary",
         help="Tagged with the title, lyrics, caption, seed, models and LoRAs (MP3 and FLAC).",
     )
+    st.caption(_tag_line(tags))
     if master is not None and master.target_lufs is not None:
         _ab(studio, item, preset)
     return fmt, rate
+
+
+def _tag_line(tags: SongTags) -> str:
+    """What the exported file says about the song, in one line."""
+    parts = [f"“{tags.title}”"]
+    if tags.seed is not None:
+        parts.append(f"seed {tags.seed}")
+    parts.extend(tags.models)
+    if tags.loras:
+        parts.append(
+            "LoRAs: "
+            + ", ".join(
+                f"{lora.get('name')} @ {float(lora.get('scale', 1.0)):g}" for lora in tags.loras
+            )
+        )
+    if tags.lyrics:
+        parts.append("lyrics")
+    return "Tagged with " + " · ".join(parts)
 
 
 def _figures(master: Normalised) -> None:

@@ -33,13 +33,13 @@ def build_tiny_demucs(folder: Path, *, name: str = HTDEMUCS.key, seed: int = 0) 
         segment=Fraction(2),
         channels=8,
         growth=2,
-        dconv_comp=2,
         nfft=512,
         depth=3,
         t_layers=1,
         t_heads=2,
         t_hidden_scale=1.0,
-        dconv_mode=1,
+        # No residual DConv branches: the tiny model's cost is then mostly the STFTs.
+        dconv_mode=0,
         bottom_channels=0,
     )
     args, kwargs = model._init_args_kwargs
