@@ -24,6 +24,8 @@ TAG_HINT = (
     "[Outro]. Leave empty (or switch on Instrumental) for no vocals."
 )
 THINKING_FIELDS = tuple(Thinking.__dataclass_fields__)
+# URLs a page loaded or wrote, remembered so a late rerun carrying one is not read as a link.
+SEEN_URLS_KEPT = 64
 
 
 def _key(prefix: str, name: str) -> str:
@@ -68,12 +70,22 @@ def sync_from_url(prefix: str, defaults: VariantDefaults) -> None:
     """Load the URL's settings into the form when they came from outside this page."""
     query = {k: v for k, v in st.query_params.to_dict().items() if k != JOB_QUERY_KEY}
     signature = json.dumps(query, sort_keys=True)
+    if _key(prefix, "caption") not in st.session_state:
+        # Entering the page (Streamlit drops a page's widget values when another page runs):
+        # whatever URL it arrives with is news.
+        st.session_state.pop(_key(prefix, "_seen"), None)
     applied = st.session_state.get(_key(prefix, "_applied"))
     if applied == signature:
+        return
+    # A rerun the browser sent before this page's last URL update reached it carries an
+    # older URL that this page already loaded or wrote: loading it again would undo what
+    # was just typed.
+    if signature in st.session_state.get(_key(prefix, "_seen"), ()):
         return
     if applied is None or query:
         load_request(prefix, from_query(query), defaults)
     st.session_state[_key(prefix, "_applied")] = signature
+    _remember(prefix, signature)
 
 
 def write_to_url(prefix: str, request: SongRequest) -> None:
@@ -81,7 +93,15 @@ def write_to_url(prefix: str, request: SongRequest) -> None:
     query = to_query(request)
     job = st.query_params.get(JOB_QUERY_KEY)
     st.query_params.from_dict({**query, **({JOB_QUERY_KEY: job} if job else {})})
-    st.session_state[_key(prefix, "_applied")] = json.dumps(query, sort_keys=True)
+    signature = json.dumps(query, sort_keys=True)
+    st.session_state[_key(prefix, "_applied")] = signature
+    _remember(prefix, signature)
+
+
+def _remember(prefix: str, signature: str) -> None:
+    seen = st.session_state.get(_key(prefix, "_seen"), ())
+    if signature not in seen:
+        st.session_state[_key(prefix, "_seen")] = (*seen, signature)[-SEEN_URLS_KEPT:]
 
 
 def text_inputs(
