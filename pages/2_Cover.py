@@ -61,9 +61,7 @@ with form:
             "A second clip whose sound (voice, instruments, production) colours the cover; "
             "its notes and words are not used."
         )
-        reference = source_picker(
-            studio, PAGE, target="reference_id", label="Reference clip", carry=()
-        )
+        reference = source_picker(studio, PAGE, target="reference_id", label="Reference clip")
         if reference is not None and st.button(
             "Remove reference", key=f"{PAGE}.remove_reference", icon=":material/close:"
         ):

@@ -93,12 +93,11 @@ def extension_download(studio: Studio, item: Item) -> None:
 
 
 def next_steps(item: Item) -> None:
-    """Start another operation from this take, on its page with the take as the source."""
-    columns = st.columns(len(NEXT_STEPS))
-    for column, (task, label, icon) in zip(columns, NEXT_STEPS, strict=True):
-        page, _ = PAGE_FOR_TASK[task]
-        if column.button(label, key=f"{task}-this-{item.id}", icon=icon, width="stretch"):
-            st.switch_page(page, query_params={"source_id": item.id})
+    """Links that start another operation on this take, with the take as the source."""
+    with st.container(horizontal=True, gap="small"):
+        for task, label, icon in NEXT_STEPS:
+            page, _ = PAGE_FOR_TASK[task]
+            st.page_link(page, label=label, icon=icon, query_params={"source_id": item.id})
 
 
 def derived_take_tools(

@@ -55,8 +55,9 @@ def source_picker(
 ) -> Item | None:
     """Upload or pick a song; returns the chosen library item (or None).
 
-    `carry` names the request fields copied from a picked take into the page's empty
-    fields (caption, lyrics; tempo, key, metre and language always come along when empty).
+    `carry` names the request fields copied from a picked source take into the page's
+    empty fields (caption, lyrics; tempo, key and metre always come along when empty). A
+    reference (`target="reference_id"`) lends only its sound, so nothing is copied from it.
     """
     state = st.session_state
     target_key = _key(prefix, target)
@@ -73,9 +74,13 @@ def source_picker(
         st.warning("That song is no longer in the library; pick another one.")
         state[target_key] = None
     seen_key = _key(prefix, f"{target}.seen")
-    if item is not None and state.get(seen_key) != item.id:
+    # A new source, or a page entered afresh (its widget values are gone), takes the
+    # source's own settings into its empty fields.
+    entering = _key(prefix, "caption") not in state
+    if item is not None and (state.get(seen_key) != item.id or entering):
         state[seen_key] = item.id
-        _carry_settings(prefix, item, carry)
+        if target == "source_id":
+            _carry_settings(prefix, item, carry)
     return item
 
 
