@@ -152,14 +152,16 @@ def normalise(
         )
     gain_db = target_lufs - before.integrated_lufs
     plain = data * _gain(gain_db)
-    if true_peak_db(plain) <= ceiling_dbtp:
-        return Normalised(
-            plain, before, measure(plain, rate), gain_db, False, target_lufs, ceiling_dbtp
+    plain_peak = true_peak_db(plain)
+    if plain_peak <= ceiling_dbtp:
+        # Peaks scale with the gain; loudness is measured again because the −70 LUFS gate
+        # lets different blocks through at another level.
+        after = Loudness(
+            integrated_lufs(plain, rate), plain_peak, before.sample_peak_dbfs + gain_db
         )
-    limited, gain_db = _limit_to_target(data, gain_db, target_lufs, rate, ceiling_dbtp)
-    return Normalised(
-        limited, before, measure(limited, rate), gain_db, True, target_lufs, ceiling_dbtp
-    )
+        return Normalised(plain, before, after, gain_db, False, target_lufs, ceiling_dbtp)
+    limited, gain_db, after = _limit_to_target(data, gain_db, target_lufs, rate, ceiling_dbtp)
+    return Normalised(limited, before, after, gain_db, True, target_lufs, ceiling_dbtp)
 
 
 def normalise_to_preset(
@@ -176,27 +178,48 @@ def normalise_to_preset(
 
 def _limit_to_target(
     data: np.ndarray, gain_db: float, target_lufs: float, rate: int, ceiling_dbtp: float
-) -> tuple[np.ndarray, float]:
-    """Gain into the limiter, corrected until the limited result measures the target."""
+) -> tuple[np.ndarray, float, Loudness]:
+    """Gain into the limiter, corrected until the limited result measures the target.
+
+    The limiter gives back part of every extra dB, so the correction follows the measured
+    slope (a secant step) instead of assuming one dB out per dB in.
+    """
     margin = LIMITER_MARGIN_DB
-    limited = data
+    tried: list[tuple[float, float]] = []  # (gain into the limiter, loudness out)
+    limited, peak, loudness = data, math.inf, -math.inf
     for _ in range(MAX_PASSES):
         limiter = BrickwallLimiter(ceiling_db=ceiling_dbtp - margin, true_peak=True)
         limited = limiter.process(data * _gain(gain_db), rate)
-        overshoot = true_peak_db(limited) - ceiling_dbtp
-        if overshoot > 0:
-            margin += overshoot + 0.05
+        peak = true_peak_db(limited)
+        if peak > ceiling_dbtp:
+            margin += peak - ceiling_dbtp + 0.05
+            tried.clear()  # another ceiling is another curve
             continue
-        error = target_lufs - integrated_lufs(limited, rate)
+        loudness = integrated_lufs(limited, rate)
+        error = target_lufs - loudness
         if abs(error) <= TOLERANCE_LU:
             break
-        gain_db += error
+        tried.append((gain_db, loudness))
+        gain_db += error / _slope(tried)
     # The last word is the meter's: whatever the limiter let through is trimmed under the
     # ceiling by plain gain, which can only lower peaks.
-    overshoot = true_peak_db(limited) - ceiling_dbtp
-    if overshoot > 0:
-        limited = limited * _gain(-overshoot - 0.01)
-    return limited.astype(np.float32), gain_db
+    if peak > ceiling_dbtp:
+        trim = ceiling_dbtp - peak - 0.01
+        limited = limited * _gain(trim)
+        loudness, peak = integrated_lufs(limited, rate), peak + trim
+    limited = limited.astype(np.float32)
+    after = Loudness(loudness, peak, _to_db(float(np.max(np.abs(limited)))))
+    return limited, gain_db, after
+
+
+def _slope(tried: list[tuple[float, float]]) -> float:
+    """dB of loudness out per dB of gain in, from the last two passes (1 before there are two)."""
+    if len(tried) < 2:
+        return 1.0
+    (gain_a, loud_a), (gain_b, loud_b) = tried[-2], tried[-1]
+    if gain_b == gain_a:
+        return 1.0
+    return min(max((loud_b - loud_a) / (gain_b - gain_a), 0.2), 1.0)
 
 
 # --- A/B ---------------------------------------------------------------------------------
