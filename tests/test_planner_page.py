@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.jobs import DONE
 from core.request import SongRequest
+from pages.widgets.planner import plain
 from tests.conftest import ROOT, run_until
 from tests.tiny.planner import build_tiny_planner
 
@@ -89,7 +90,7 @@ def test_thinking_reaches_the_job_and_the_plan_shows_with_it(planner_env: None) 
     run_until(at, lambda page: any("Done in" in box.value for box in page.success))
     plan = studio().jobs.get(job_id).plan
     text = markdown(at)
-    assert f"_{plan['caption']}_" in text  # the rewritten caption
+    assert f"_{plain(plan['caption'])}_" in text  # the rewritten caption, shown as written
     assert "104 BPM" in text and f"{plan['key']}" in text  # the musician's tempo, the plan's key
     captions = " ".join(c.value for c in at.caption)
     assert "50 audio codes (10 s of music)" in captions

@@ -27,8 +27,17 @@ KINDS = {
 }
 
 
+MARKDOWN_SPECIALS = "\\`*_{}[]()<>#+-.!|~$"
+
+
 def _key(prefix: str, name: str) -> str:
     return f"{prefix}.{name}"
+
+
+def plain(text: str) -> str:
+    """Text shown through st.markdown exactly as written: a caption with "*" or "~" in it
+    must not turn into formatting."""
+    return "".join(f"\\{char}" if char in MARKDOWN_SPECIALS else char for char in text)
 
 
 # --- The plan of a song job ---------------------------------------------------------------------
@@ -45,8 +54,8 @@ def plan_view(job: Job) -> None:
         )
         caption = plan.get("caption")
         if caption:
-            st.markdown(f"_{caption}_")
-            st.caption(f"Your caption: {plan.get('user_caption', '')}")
+            st.markdown(f"_{plain(str(caption))}_")
+            st.caption(f"Your caption: {plain(str(plan.get('user_caption', '')))}")
         facts = describe_metadata(plan)
         if facts:
             st.markdown(" · ".join(facts))
@@ -221,12 +230,12 @@ def _result(
     with st.container(border=True):
         st.markdown(f"**{label}**")
         if result.get("caption"):
-            st.markdown(f"_{result['caption']}_")
+            st.markdown(f"_{plain(str(result['caption']))}_")
         facts = describe_metadata(result)
         if result.get("genres"):
             facts.append(str(result["genres"]))
         if facts:
-            st.caption(" · ".join(facts))
+            st.caption(plain(" · ".join(facts)))
         if result.get("lyrics"):
             st.text(result["lyrics"][:1200] + ("…" if len(result["lyrics"]) > 1200 else ""))
         use, dismiss = st.columns(2)

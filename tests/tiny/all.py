@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.tiny.demucs import build_tiny_demucs
 from tests.tiny.dit import build_tiny_dit
+from tests.tiny.planner import build_tiny_planner
 from tests.tiny.writer import build_tiny_writer
 
 
@@ -30,4 +31,6 @@ def build_all(folder: Path) -> dict[str, str]:
     env["ACE_STUDIO_WRITER_MODEL"] = str(writer)
     # The tiny writer is a transformers checkpoint, also on a Mac with mlx-lm installed.
     env["ACE_STUDIO_WRITER_BACKEND"] = "transformers"
+    # The planner's umbrella folder, as ACE-Step/Ace-Step1.5 holds acestep-5Hz-lm-1.7B.
+    env["ACE_STUDIO_PLANNER_MODEL"] = str(build_tiny_planner(folder / "Ace-Step1.5"))
     return env
