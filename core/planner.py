@@ -40,7 +40,7 @@ from core.jobs import JobContext, StudioError
 from core.models import ModelError, ModelSlot, is_local_source
 from core.planner_fsm import CodeCountConstraint, CotConstraint, CotSpec, PlannerVocabulary
 from core.request import SongRequest, Thinking, resolve_seed
-from vendor.models import CODES_PER_SECOND, PLANNER_MODELS
+from vendor.models import CODES_PER_SECOND, DEFAULT_PLANNER, PLANNER_MODELS
 
 if TYPE_CHECKING:
     from core.dit import LoadedDit
@@ -143,8 +143,10 @@ def planner_source(settings: Settings, size: str) -> tuple[str, str, int]:
             f"There is no {size} planner in {source}: add a folder {sibling} there, or pick "
             f"the {settings.planner_size} planner."
         )
-    if size == settings.planner_size:
+    default = DEFAULT_PLANNER.repo_id, DEFAULT_PLANNER.subfolder or ""
+    if size == settings.planner_size and (source, subfolder) != default:
         return source, subfolder, facts.weight_bytes
+    # The default umbrella repo holds only the 1.7B; each size has its own repo id.
     return facts.repo_id, facts.subfolder or "", facts.weight_bytes
 
 

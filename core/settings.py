@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from vendor.models import DEFAULT_DIT, DEFAULT_PLANNER, HTDEMUCS, WRITER_MODELS
+from vendor.models import DEFAULT_DIT, DEFAULT_PLANNER, HTDEMUCS, PLANNER_MODELS, WRITER_MODELS
 
 PREFIX = "ACE_STUDIO_"
 
@@ -101,6 +101,11 @@ class Settings:
             raise SettingsError(f"{PREFIX}MAX_DURATION must be between 10 and 600 seconds.")
         if not 1 <= self.max_takes <= 4:
             raise SettingsError(f"{PREFIX}MAX_TAKES must be between 1 and 4.")
+        if self.planner_size not in PLANNER_MODELS:
+            raise SettingsError(
+                f"{PREFIX}PLANNER_SIZE must be one of {', '.join(PLANNER_MODELS)}, "
+                f"not {self.planner_size!r}."
+            )
 
     @property
     def db_path(self) -> Path:

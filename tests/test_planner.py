@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.jobs import CANCELLED, DONE, FAILED, Job
-from core.planner import SKIPPED_REASONING_NOTE
+from core.jobs import CANCELLED, DONE, FAILED, Job, StudioError
+from core.planner import SKIPPED_REASONING_NOTE, planner_source
 from core.request import SongRequest, Thinking
-from core.settings import Settings
+from core.settings import Settings, SettingsError
 from core.studio import Studio
 from tests.conftest import wait_for
 from tests.tiny.planner import build_tiny_planner
@@ -197,3 +197,21 @@ def test_understand_listens_through_the_pipelines_audio_tokenizer(studio: Studio
     check_sample(result)
     missing = wait_for(studio, studio.jobs.submit("understand", {"item_id": "nope"}).id)
     assert missing.status == FAILED and "no longer in the library" in missing.error
+
+
+def test_each_size_comes_from_its_own_place(tiny_planner: Path):
+    hub = Settings()
+    assert planner_source(hub, "1.7B")[:2] == ("ACE-Step/Ace-Step1.5", "acestep-5Hz-lm-1.7B")
+    assert planner_source(hub, "4B")[:2] == ("ACE-Step/acestep-5Hz-lm-4B", "")
+    assert planner_source(replace(hub, planner_size="0.6B"), "0.6B")[:2] == (
+        "ACE-Step/acestep-5Hz-lm-0.6B",
+        "",
+    )  # the default umbrella holds only the 1.7B, whatever size is configured
+    mine = replace(hub, planner_model="me/my-planner", planner_subfolder="", planner_size="4B")
+    assert planner_source(mine, "4B")[:2] == ("me/my-planner", "")
+    local = replace(hub, planner_model=str(tiny_planner))
+    assert planner_source(local, "1.7B") == (str(tiny_planner), "acestep-5Hz-lm-1.7B", 0)
+    with pytest.raises(StudioError, match=r"no 0\.6B planner"):
+        planner_source(local, "0.6B")
+    with pytest.raises(SettingsError, match="PLANNER_SIZE"):
+        Settings.from_env({"ACE_STUDIO_PLANNER_SIZE": "2B"})
