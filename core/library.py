@@ -77,8 +77,8 @@ def operation_label(item: Item) -> str:
     if item.operation == "edit" and request.get("region_end") is not None:
         return f"edit {_clock(request['region_start'])}–{_clock(request['region_end'])}"
     if item.operation == "extend":
-        side = "+" if request.get("extend_side", "end") == "end" else "+ before "
-        return f"extend {side}{request.get('extend_seconds', 0):g} s"
+        before = " before" if request.get("extend_side", "end") == "start" else ""
+        return f"extend +{request.get('extend_seconds', 0):g} s{before}"
     if item.operation == "cover":
         return f"cover ({request.get('cover_strength', 1.0):.2g})"
     if item.operation == "stems":

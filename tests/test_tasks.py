@@ -165,6 +165,7 @@ def test_extend_at_the_start_with_the_whole_song_as_context(studio: Studio) -> N
     extension = tasks.extension_only(result, take.meta)
     assert extension is not None
     np.testing.assert_array_equal(extension, result[:, :added])
+    assert history_label(studio.library.lineage(take.id)) == "upload → extend +5.5 s before"
 
 
 # --- edit --------------------------------------------------------------------------------
