@@ -39,7 +39,7 @@ from core.fast_decode import Decoder, DecodeResult, Sampling, UnsupportedModel, 
 from core.jobs import JobContext, StudioError
 from core.models import ModelError, ModelSlot, is_local_source
 from core.planner_fsm import CodeCountConstraint, CotConstraint, CotSpec, PlannerVocabulary
-from core.request import SongRequest, Thinking, resolve_seed
+from core.request import CAPTION_MAX_CHARS, SongRequest, Thinking, resolve_seed
 from vendor.models import CODES_PER_SECOND, DEFAULT_PLANNER, PLANNER_MODELS
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ def apply_plan(request: SongRequest, metadata: dict[str, Any], codes: str) -> So
     musician chose "unknown"."""
     thinking = request.thinking
     changes: dict[str, Any] = {"audio_codes": codes}
-    caption = str(metadata.get("caption") or "").strip()
+    caption = fit_caption(str(metadata.get("caption") or ""))
     if thinking.use_cot_caption and caption:
         changes["caption"] = caption
     if thinking.use_cot_metas:
@@ -255,6 +255,19 @@ def apply_plan(request: SongRequest, metadata: dict[str, Any], codes: str) -> So
     if thinking.use_cot_language and request.language == "unknown" and language in music.LANGUAGES:
         changes["language"] = language
     return replace(request, **changes)
+
+
+def fit_caption(caption: str) -> str:
+    """The rewritten caption within the request's limit, so a planned take can be retaken:
+    cut after the last whole sentence (or word) that fits."""
+    caption = " ".join(caption.split())
+    if len(caption) <= CAPTION_MAX_CHARS:
+        return caption
+    head = caption[:CAPTION_MAX_CHARS]
+    sentence = max(head.rfind(". "), head.rfind("! "), head.rfind("? "))
+    if sentence > CAPTION_MAX_CHARS // 2:
+        return head[: sentence + 1]
+    return head.rsplit(" ", 1)[0].rstrip(",;:")
 
 
 def _int(value: Any) -> int | None:
@@ -364,7 +377,7 @@ class Planner:
         self._announce(ctx, request, metadata, seed, planner.size, skipped, reasoning)
         codes = self._write_codes(ctx, planner, request, metadata, target, seed, total)
         plan = Plan(
-            caption=str(metadata["caption"]) if metadata.get("caption") else None,
+            caption=fit_caption(str(metadata.get("caption") or "")) or None,
             bpm=_int(metadata.get("bpm")),
             key=music.normalise_key(str(metadata.get("keyscale") or "")),
             time_signature=music.parse_time_signature(metadata.get("timesignature", "")),
@@ -442,7 +455,7 @@ class Planner:
         """Show the reasoning's result while the codes are written (no codes yet)."""
         ctx.set_plan(
             {
-                "caption": metadata.get("caption"),
+                "caption": fit_caption(str(metadata.get("caption") or "")) or None,
                 "bpm": _int(metadata.get("bpm")),
                 "key": music.normalise_key(str(metadata.get("keyscale") or "")),
                 "time_signature": music.parse_time_signature(metadata.get("timesignature", "")),

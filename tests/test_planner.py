@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from core.jobs import CANCELLED, DONE, FAILED, Job, StudioError
-from core.planner import SKIPPED_REASONING_NOTE, planner_source
-from core.request import SongRequest, Thinking
+from core.planner import SKIPPED_REASONING_NOTE, fit_caption, planner_source
+from core.request import CAPTION_MAX_CHARS, SongRequest, Thinking
 from core.settings import Settings, SettingsError
 from core.studio import Studio
 from tests.conftest import wait_for
@@ -215,3 +215,23 @@ def test_each_size_comes_from_its_own_place(tiny_planner: Path):
         planner_source(local, "0.6B")
     with pytest.raises(SettingsError, match="PLANNER_SIZE"):
         Settings.from_env({"ACE_STUDIO_PLANNER_SIZE": "2B"})
+
+
+def test_a_long_rewritten_caption_is_cut_where_a_sentence_ends():
+    sentence = "Warm analog synths swell over a slow, steady groove with airy female vocals. "
+    caption = fit_caption(sentence * 10)
+    assert len(caption) <= CAPTION_MAX_CHARS and caption.endswith("vocals.")
+    assert fit_caption("  short  caption ") == "short caption"
+    words = fit_caption("word " * 200)
+    assert len(words) <= CAPTION_MAX_CHARS and words.endswith("word")
+
+
+def test_a_planned_take_can_be_retaken_with_its_codes(studio: Studio):
+    job = finished(studio, song(duration=10))
+    take = only_take(studio, job)
+    again = wait_for(studio, studio.retake(take.id).id)
+    assert again.status == DONE, again.error
+    retaken = only_take(studio, again).meta["request"]
+    # The stored request carries the plan's codes: a retake is a new DiT seed on the same plan.
+    assert retaken["audio_codes"] == take.meta["request"]["audio_codes"]
+    assert retaken["seed"] != take.meta["request"]["seed"]
