@@ -210,9 +210,10 @@ def bench_lora(device: str, tiny: bool) -> dict:
     inputs = {k: v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v
               for k, v in inputs.items()}  # fmt: skip
 
-    def step(repeats: int = 10) -> tuple[torch.Tensor, float]:
+    def step(repeats: int = 20) -> tuple[torch.Tensor, float]:
         with torch.inference_mode():
-            out = pipe.transformer(**inputs)[0]
+            for _ in range(3):
+                out = pipe.transformer(**inputs)[0]
             _sync(device)
             started = time.perf_counter()
             for _ in range(repeats):
@@ -255,6 +256,17 @@ def bench_lora(device: str, tiny: bool) -> dict:
         stacked, step_time = step()
         result["cfg_step_ms_stack_r64_r8"] = round(step_time * 1000, 2)
         result["stack_changes_output"] = bool(not torch.equal(stacked, base))
+        # Fused: the stack merged into the weights (what the Studio does on a GPU).
+        stack = (stored[64].choice(0.6), stored[8].choice(1.2))
+        _sync(device)
+        started = time.perf_counter()
+        lora.sync_adapters(pipe, store, stack, fuse=True)
+        _sync(device)
+        result["fuse_s"] = round(time.perf_counter() - started, 3)
+        fused, step_time = step()
+        result["cfg_step_ms_fused"] = round(step_time * 1000, 2)
+        result["fused_vs_unfused_max_abs"] = float((fused.float() - stacked.float()).abs().max())
+        result["unfused_max_abs_delta"] = float((stacked.float() - base.float()).abs().max())
         started = time.perf_counter()
         lora.sync_adapters(pipe, store, ())
         _sync(device)

@@ -30,8 +30,9 @@ MIN_SECONDS = 0.4
 TOLERANCE_LU = 0.1
 # The limiter's own true-peak detector is 4x oversampled too, but its reconstruction is
 # not BS.1770's: start this far under the ceiling and tighten when the meter disagrees.
-LIMITER_MARGIN_DB = 0.3
+LIMITER_MARGIN_DB = 0.5
 MAX_PASSES = 6
+TYPICAL_SLOPE = 0.85
 
 
 class LoudnessError(ValueError):
@@ -182,11 +183,15 @@ def _limit_to_target(
     """Gain into the limiter, corrected until the limited result measures the target.
 
     The limiter gives back part of every extra dB, so the correction follows the measured
-    slope (a secant step) instead of assuming one dB out per dB in.
+    slope (a secant step) rather than one dB out per dB in. Driven far past its knee the
+    limiter's output gets quieter again, so the search keeps the gains known to be too low
+    and too high and bisects between them when a step leaves that bracket; the pass
+    closest to the target wins.
     """
     margin = LIMITER_MARGIN_DB
     tried: list[tuple[float, float]] = []  # (gain into the limiter, loudness out)
-    limited, peak, loudness = data, math.inf, -math.inf
+    low = high = None  # gains known to give too little / too much (or past the knee)
+    best: tuple[float, np.ndarray, float, float, float] | None = None
     for _ in range(MAX_PASSES):
         limiter = BrickwallLimiter(ceiling_db=ceiling_dbtp - margin, true_peak=True)
         limited = limiter.process(data * _gain(gain_db), rate)
@@ -194,13 +199,29 @@ def _limit_to_target(
         if peak > ceiling_dbtp:
             margin += peak - ceiling_dbtp + 0.05
             tried.clear()  # another ceiling is another curve
+            low = high = None
             continue
         loudness = integrated_lufs(limited, rate)
         error = target_lufs - loudness
+        if best is None or abs(error) < best[0]:
+            best = (abs(error), limited, gain_db, loudness, peak)
         if abs(error) <= TOLERANCE_LU:
             break
+        past_knee = any(gain < gain_db and loud > loudness for gain, loud in tried)
+        if error > 0 and not past_knee:
+            low = gain_db if low is None else max(low, gain_db)
+        else:
+            high = gain_db if high is None else min(high, gain_db)
         tried.append((gain_db, loudness))
-        gain_db += error / _slope(tried)
+        step = gain_db + error / _slope(tried)
+        if low is not None and high is not None and not low < step < high:
+            step = (low + high) / 2
+        elif past_knee:
+            step = (low + gain_db) / 2 if low is not None else gain_db - 3.0
+        gain_db = step
+    if best is None:  # every pass overshot the ceiling: trim the last one under it
+        best = (math.inf, limited, gain_db, integrated_lufs(limited, rate), peak)
+    _, limited, gain_db, loudness, peak = best
     # The last word is the meter's: whatever the limiter let through is trimmed under the
     # ceiling by plain gain, which can only lower peaks.
     if peak > ceiling_dbtp:
@@ -213,12 +234,15 @@ def _limit_to_target(
 
 
 def _slope(tried: list[tuple[float, float]]) -> float:
-    """dB of loudness out per dB of gain in, from the last two passes (1 before there are two)."""
+    """dB of loudness out per dB of gain in, from the last two passes.
+
+    Before there are two, the typical give-back of a few dB of limiting on music.
+    """
     if len(tried) < 2:
-        return 1.0
+        return TYPICAL_SLOPE
     (gain_a, loud_a), (gain_b, loud_b) = tried[-2], tried[-1]
     if gain_b == gain_a:
-        return 1.0
+        return TYPICAL_SLOPE
     return min(max((loud_b - loud_a) / (gain_b - gain_a), 0.2), 1.0)
 
 

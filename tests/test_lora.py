@@ -58,11 +58,10 @@ def store(tmp_path: Path) -> LoraStore:
 
 
 @pytest.fixture
-def pipe(dit: LoadedDit) -> Iterator[object]:
-    """The tiny pipeline, always handed back with no adapters."""
+def pipe(dit: LoadedDit, tmp_path: Path) -> Iterator[object]:
+    """The tiny pipeline, always handed back as the base model (unfused, no adapters)."""
     yield dit.pipe
-    for name in lora.loaded_adapters(dit.pipe):
-        dit.pipe.delete_adapters(name)
+    lora.sync_adapters(dit.pipe, LoraStore(tmp_path, 1), ())
 
 
 def output(pipe: object) -> torch.Tensor:
@@ -287,6 +286,34 @@ def test_two_adapters_stack_with_their_own_weights(
     # Removing one leaves the other exactly as it was alone.
     lora.sync_adapters(pipe, store, (first.choice(1.0),))
     assert torch.equal(output(pipe), only_first)
+
+
+def test_a_fused_stack_plays_the_same_and_unfuses_to_the_exact_base(
+    adapters: dict[str, TinyLora], dit: LoadedDit, pipe: object, store: LoraStore
+) -> None:
+    base = output(pipe)
+    weights = {name: p.detach().clone() for name, p in pipe.transformer.named_parameters()}
+    first, second = keep(store, adapters["ace-step"], dit), keep(store, adapters["mlp"], dit)
+    stack = (first.choice(1.0), second.choice(0.5))
+    lora.sync_adapters(pipe, store, stack)
+    unfused = output(pipe)
+    lora.sync_adapters(pipe, store, stack, fuse=True)
+    assert lora.is_fused(pipe)
+    fused = output(pipe)
+    assert torch.allclose(fused, unfused, atol=1e-5)
+    # The same stack again is already in place; another weight is fused afresh.
+    lora.sync_adapters(pipe, store, stack, fuse=True)
+    assert torch.equal(output(pipe), fused)
+    lora.sync_adapters(pipe, store, (first.choice(1.0), second.choice(1.5)), fuse=True)
+    assert not torch.allclose(output(pipe), fused, atol=1e-4)
+    # Unfused again and emptied: every base weight is back bit for bit.
+    lora.sync_adapters(pipe, store, (), fuse=True)
+    assert not lora.is_fused(pipe)
+    assert torch.equal(output(pipe), base)
+    for name, param in pipe.transformer.named_parameters():
+        key = name.replace(".base_layer", "")
+        if key in weights:
+            assert torch.equal(param, weights[key]), name
 
 
 def test_sync_refuses_unknown_duplicate_and_incompatible(
