@@ -21,7 +21,6 @@ from pages.widgets.ab import RESULT
 from pages.widgets.source import LIBRARY
 from tests.conftest import ROOT
 
-PAGES = ROOT / "pages"
 RATE = audio_io.SAMPLE_RATE
 
 
@@ -57,8 +56,13 @@ def add_upload(seconds: float, name: str = "demo.wav") -> Item:
     return store_upload(studio.library, studio.settings, wav_bytes(seconds), name)
 
 
-def page(name: str) -> AppTest:
-    return AppTest.from_file(str(PAGES / name), default_timeout=60).run()
+def page(name: str, query: dict[str, str] | None = None) -> AppTest:
+    """The page as the server runs it: Home is the entrypoint, so page links resolve."""
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=60).run()
+    at.switch_page(f"pages/{name}")
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    return at.run()
 
 
 def run_until(at: AppTest, condition: Callable[[AppTest], bool], timeout: float = 120.0) -> None:
@@ -138,6 +142,7 @@ def test_edit_upload_region_from_the_waveform_and_fields_then_repaint(studio_env
     assert not errors(at), errors(at)
     assert at.query_params["region_start"] == ["2.5"] or at.query_params["region_start"] == "2.5"
     run_until(at, done)
+    assert not at.exception, at.exception
     (take,) = the_studio().library.for_job(at.session_state["edit.job"])
     assert take.parent_id == source_id and take.operation == "edit"
     assert any("History: upload → edit 0:02–0:06" in caption.value for caption in at.caption)
@@ -145,6 +150,11 @@ def test_edit_upload_region_from_the_waveform_and_fields_then_repaint(studio_env
     assert ab and RESULT in [option.content for option in ab[0].proto.options]
     assert any(f"ab.{take.id}.b" in element.proto.id for element in at.get("component_instance"))
     assert any("Both played at" in caption.value for caption in at.caption)
+    # The next step starts from this take: links to the other pages with it as the source.
+    links = {link.proto.label: link.proto for link in at.get("page_link")}
+    assert links["Extend this"].query_string == f"source_id={take.id}"
+    assert links["Extend this"].page.endswith("Extend")
+    assert {"Edit this", "Cover this"} <= set(links)
 
 
 def test_edit_bad_input_gets_messages_and_queues_nothing(studio_env: None) -> None:
@@ -206,6 +216,7 @@ def test_extend_a_library_take_and_download_the_extension(studio_env: None) -> N
     next(b for b in at.button if b.label == "Extend").click().run()
     assert not errors(at), errors(at)
     run_until(at, done)
+    assert not at.exception, at.exception
     (take,) = the_studio().library.for_job(at.session_state["extend.job"])
     assert take.duration == pytest.approx(12.0, abs=1 / RATE)
     assert take.meta["extension"]["context_seconds"] == 5.0
@@ -250,6 +261,7 @@ def test_cover_with_a_new_caption_and_strength(studio_env: None) -> None:
     next(b for b in at.button if b.label == "Cover").click().run()
     assert not errors(at), errors(at)
     run_until(at, done)
+    assert not at.exception, at.exception
     (take,) = the_studio().library.for_job(at.session_state["cover.job"])
     assert take.operation == "cover" and take.parent_id == source.id
     assert take.duration == pytest.approx(6.0)
@@ -259,9 +271,7 @@ def test_cover_with_a_new_caption_and_strength(studio_env: None) -> None:
 
 def test_a_take_opens_on_another_page_as_the_source(studio_env: None) -> None:
     source = add_upload(6.0)
-    at = AppTest.from_file(str(PAGES / "3_Extend.py"), default_timeout=60)
-    at.query_params["source_id"] = source.id
-    at.run()
+    at = page("3_Extend.py", {"source_id": source.id})
     assert at.session_state["extend.source_id"] == source.id
     assert at.radio(key="extend.source_id.mode").value == LIBRARY
     assert at.selectbox(key="extend.source_id.pick").value == source.id
