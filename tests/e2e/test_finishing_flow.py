@@ -39,7 +39,7 @@ def test_lora_master_mp3_and_stems(
         str(adapter.path)
     )
     expect(page.get_by_text(re.compile(r"Added warm-tape"))).to_be_visible(timeout=30_000)
-    expect(page.get_by_text("LoRA · 1 active")).to_be_visible()
+    expect(page.get_by_text("LoRA · 1 active")).to_be_visible(timeout=30_000)
     shot(page, "finishing-01-lora")
 
     page.get_by_role("button", name="Generate", exact=True).click()
@@ -79,7 +79,9 @@ def test_lora_master_mp3_and_stems(
     # Stems: separate, then play the vocals.
     page.get_by_role("button", name="Separate stems").click()
     expect(page.get_by_text("Vocals", exact=True)).to_be_visible(timeout=JOB_TIMEOUT_MS)
-    expect(page.get_by_role("button", name="Download all stems (zip)")).to_be_visible()
+    expect(page.get_by_role("button", name="Download all stems (zip)")).to_be_visible(
+        timeout=30_000
+    )
     shot(page, "finishing-03-stems")
     vocals = page.locator('[data-testid="stAudio"]').first
     vocals.evaluate("el => el.play()")
