@@ -417,13 +417,37 @@ def shapes_of(transformer: torch.nn.Module) -> DitShapes:
 
 @lru_cache(maxsize=4)
 def _shapes_from_config(config_json: str) -> DitShapes:
-    from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
+    """The adaptable layers' shapes from the transformer's config, without building it.
 
-    config = {k: v for k, v in json.loads(config_json).items() if not k.startswith("_")}
-    # The meta device builds the module tree without allocating a single weight.
-    with torch.device("meta"):
-        transformer = AceStepTransformer1DModel.from_config(config)
-    return shapes_of(transformer)
+    Pages check uploads with this while the worker may be importing diffusers to load the
+    pipeline, and diffusers' and transformers' lazy modules cannot be imported from two
+    threads at once, so this is plain arithmetic over AceStepTransformer1DModel's layout (a
+    test holds it equal to the real module tree); the worker checks again against the
+    loaded transformer itself.
+    """
+    config = json.loads(config_json)
+    hidden, inner = int(config["hidden_size"]), int(config["intermediate_size"])
+    query = int(config["num_attention_heads"]) * int(config["head_dim"])
+    key_value = int(config["num_key_value_heads"]) * int(config["head_dim"])
+    linear: dict[str, tuple[int, int]] = {
+        "condition_embedder": (int(config["encoder_hidden_size"]), hidden)
+    }
+    for embed in ("time_embed", "time_embed_r"):
+        # A 256-wide sinusoidal timestep projection in, six modulation vectors out.
+        linear[f"{embed}.linear_1"] = (256, hidden)
+        linear[f"{embed}.linear_2"] = (hidden, hidden)
+        linear[f"{embed}.time_proj"] = (hidden, 6 * hidden)
+    for layer in range(int(config["num_hidden_layers"])):
+        for attention in ("self_attn", "cross_attn"):
+            prefix = f"layers.{layer}.{attention}"
+            linear[f"{prefix}.to_q"] = (hidden, query)
+            linear[f"{prefix}.to_k"] = (hidden, key_value)
+            linear[f"{prefix}.to_v"] = (hidden, key_value)
+            linear[f"{prefix}.to_out.0"] = (query, hidden)
+        linear[f"layers.{layer}.mlp.gate_proj"] = (hidden, inner)
+        linear[f"layers.{layer}.mlp.up_proj"] = (hidden, inner)
+        linear[f"layers.{layer}.mlp.down_proj"] = (inner, hidden)
+    return DitShapes(hidden, linear)
 
 
 def dit_shapes(studio: Studio) -> DitShapes:
@@ -964,10 +988,4 @@ def store_for(settings: Settings) -> LoraStore:
 
 def install(studio: Studio) -> None:
     """Before each song, the DiT's adapters are made to match the request's LoRA stack."""
-    # Pages build the DiT's module tree (to check uploads) while the worker thread may be
-    # importing diffusers to load the pipeline; diffusers' and transformers' lazy modules
-    # are not safe to import from two threads at once, so import it here, before the
-    # worker starts.
-    import diffusers.models.transformers.ace_step_transformer  # noqa: F401
-
     studio.lora_stage = lora_stage(store_for(studio.settings), studio.settings)

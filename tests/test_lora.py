@@ -352,6 +352,24 @@ def test_presets_come_from_the_manifest(tmp_path: Path, dit: LoadedDit) -> None:
         lora.load_presets(Settings(data_dir=tmp_path, lora_presets=str(custom)))
 
 
+@pytest.mark.parametrize("config", ["tiny", "xl"])
+def test_shapes_from_a_config_match_the_real_module_tree(config: str, tiny_dit: Path) -> None:
+    from diffusers import AceStepTransformer1DModel
+
+    if config == "xl":
+        values = dict(XL_TRANSFORMER)
+    else:
+        values = json.loads((tiny_dit / "transformer" / "config.json").read_text())
+    with torch.device("meta"):
+        model = AceStepTransformer1DModel.from_config(
+            {k: v for k, v in values.items() if not k.startswith("_")}
+        )
+    real = lora.shapes_of(model).linear
+    computed = lora._shapes_from_config(json.dumps(values, sort_keys=True))
+    assert computed.linear == real
+    assert computed.hidden_size == model.config.hidden_size
+
+
 def test_dit_shapes_are_known_before_the_dit_loads(studio: Studio) -> None:
     assert studio.dit.loaded is None
     shapes = lora.dit_shapes(studio)
