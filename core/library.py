@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -44,14 +43,6 @@ class Item:
     take_index: int | None = None
     audio_file: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def file_stem(self) -> str:
-        """A readable download name: title, date and take number."""
-        title = re.sub(r"[^\w\- ]+", "", self.display_title).strip().replace(" ", "-")[:60]
-        date = time.strftime("%Y-%m-%d", time.localtime(self.created))
-        take = f"_take{self.take_index + 1}" if self.take_index is not None else ""
-        return f"{title or 'song'}_{date}{take}"
 
     @property
     def display_title(self) -> str:

@@ -13,6 +13,7 @@ import streamlit as st
 from streamlit_advanced_audio import CustomizedRegion, WaveSurferOptions, audix
 
 from core import audio as audio_io
+from core.export import export_filename, tags_for
 from core.library import Item
 from core.sources import ab_pair
 from core.studio import Studio
@@ -83,7 +84,8 @@ def extension_download(studio: Studio, item: Item) -> None:
     st.download_button(
         f"Extension only · {seconds:g} s (WAV)",
         data=wav,
-        file_name=f"{item.file_stem}_extension.wav",
+        file_name=export_filename(tags_for(item), "wav24").removesuffix(".wav")
+        + " - extension.wav",
         mime="audio/wav",
         on_click="ignore",
         key=f"extension-{item.id}",

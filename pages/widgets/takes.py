@@ -7,7 +7,7 @@ from collections.abc import Callable
 import streamlit as st
 from streamlit_advanced_audio import WaveSurferOptions, audix
 
-from core import audio as audio_io
+from core.export import FORMATS, export_audio, export_filename, tags_for
 from core.library import Item, history_label
 from core.request import SongRequest, to_query
 from core.studio import Studio
@@ -44,6 +44,10 @@ def take_card(
             chain = library.lineage(item.id)
             if len(chain) > 1:
                 st.caption(f"History: {history_label(chain)}")
+            loras = item.meta.get("request", {}).get("loras") or []
+            if loras:
+                stack = ", ".join(f"{lora['name']} × {lora['scale']:g}" for lora in loras)
+                st.caption(f":material/layers: LoRA: {stack}")
         with meta_col:
             seed = item.meta.get("seed")
             duration = item.duration or 0.0
@@ -70,34 +74,24 @@ def take_card(
 
 
 def _downloads(studio: Studio, item: Item) -> None:
-    wav, flac = st.columns(2)
-    audio_file = item.audio_file
+    """WAV and FLAC masters, tagged and named like every export (title, date, take)."""
+    tags = tags_for(item)
+    for column, fmt, label in zip(st.columns(2), ("wav24", "flac"), ("WAV", "FLAC"), strict=True):
 
-    def wav_bytes() -> bytes:
-        return audio_io.encode(studio.library.read_audio(item.id).samples, "wav", "PCM_24")
+        def encoded(fmt: str = fmt) -> bytes:
+            return export_audio(studio.library.read_audio(item.id).samples, fmt, tags)
 
-    with wav:
-        st.download_button(
-            "WAV",
-            data=wav_bytes,
-            file_name=f"{item.file_stem}.wav",
-            mime="audio/wav",
-            on_click="ignore",
-            key=f"wav-{item.id}",
-            icon=":material/download:",
-            width="stretch",
-        )
-    with flac:
-        st.download_button(
-            "FLAC",
-            data=audio_file.read_bytes if audio_file else b"",
-            file_name=f"{item.file_stem}.flac",
-            mime="audio/flac",
-            on_click="ignore",
-            key=f"flac-{item.id}",
-            icon=":material/download:",
-            width="stretch",
-        )
+        with column:
+            st.download_button(
+                label,
+                data=encoded,
+                file_name=export_filename(tags, fmt),
+                mime=FORMATS[fmt].mime,
+                on_click="ignore",
+                key=f"{fmt}-{item.id}",
+                icon=":material/download:",
+                width="stretch",
+            )
 
 
 def _actions(studio: Studio, item: Item, on_new_job: Callable[[object], None] | None) -> None:

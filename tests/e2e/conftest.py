@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Download, Page, sync_playwright
+from playwright.sync_api import Browser, Download, Page, expect, sync_playwright
 
 from tests.conftest import ARTIFACTS, ROOT
 from tests.tiny.all import build_all
@@ -38,6 +38,10 @@ DOWNLOADS = ARTIFACTS / "downloads"
 JOB_TIMEOUT_MS = 120_000
 
 pytestmark = pytest.mark.e2e
+
+# The first visit starts the Studio (imports, the DiT preload) on a shared 2-core machine;
+# Playwright's 5 s default for assertions is too tight for that, not for a broken page.
+expect.set_options(timeout=30_000)
 
 
 def _free_port() -> int:

@@ -62,7 +62,7 @@ def test_first_song_two_takes_play_download_reload(app_url: str, page: Page) -> 
     assert info.channels == 2
     assert abs(info.duration - 10.0) < 0.05
     assert flac.name.endswith(".flac")
-    assert "take1" in download_info.value.suggested_filename
+    assert download_info.value.suggested_filename.endswith(" - take 1.flac")
 
     url = page.url
     page.reload()
