@@ -5,23 +5,16 @@ from __future__ import annotations
 import streamlit as st
 
 from core import tasks
-from core.request import InvalidRequest
 from pages.widgets.ab import derived_take_tools
-from pages.widgets.common import page_setup, show_problems
+from pages.widgets.common import page_setup
 from pages.widgets.finishing import finishing_tools
-from pages.widgets.jobs import current_job_id, follow_job, job_panel
-from pages.widgets.lora import lora_expander
 from pages.widgets.planner import understand_button
 from pages.widgets.song_form import (
-    diffusion_expander,
-    metadata_expander,
-    read_request,
     sync_from_url,
     text_inputs,
-    write_to_url,
 )
+from pages.widgets.song_page import advanced_expanders, results, submit_button, takes_choice
 from pages.widgets.source import source_picker, waveform
-from pages.widgets.takes import take_card
 
 PAGE = "cover"
 JOB_KEY = "cover.job"
@@ -68,37 +61,23 @@ with form:
             st.session_state[f"{PAGE}.reference_id"] = None
             st.session_state.pop(f"{PAGE}.reference_id.pick", None)
             st.rerun()
-    st.radio(
-        "Takes",
-        list(range(1, studio.settings.max_takes + 1)),
-        horizontal=True,
-        key=f"{PAGE}.takes",
-        help="Each take is a different seed of the same settings.",
+    takes_choice(studio, PAGE, "Each take is a different seed of the same settings.")
+    advanced_expanders(studio, PAGE, defaults)
+    submit_button(
+        PAGE,
+        "cover",
+        JOB_KEY,
+        "Cover",
+        ":material/swap_horiz:",
+        lambda request: tasks.submit(studio, request),
     )
-    diffusion_expander(PAGE, defaults)
-    metadata_expander(PAGE)
-    lora_expander(studio, PAGE)
-    if st.button("Cover", type="primary", icon=":material/swap_horiz:", width="stretch"):
-        try:
-            follow_job(JOB_KEY, tasks.submit(studio, read_request(PAGE, "cover")))
-        except InvalidRequest as invalid:
-            show_problems([problem.message for problem in invalid.problems])
-    write_to_url(PAGE, read_request(PAGE, "cover"))
 
 with output:
-    job_id = current_job_id(JOB_KEY)
-    if not job_id:
-        st.info(
-            "Your covers appear here, with an A/B against the source.",
-            icon=":material/swap_horiz:",
-        )
-    else:
-        job_panel(studio, job_id, state_key=JOB_KEY)
-        for item in studio.library.for_job(job_id):
-            take_card(
-                studio,
-                item,
-                waveform=False,
-                on_new_job=lambda new: follow_job(JOB_KEY, new),
-                tools=derived_take_tools(finishing_tools),
-            )
+    results(
+        studio,
+        JOB_KEY,
+        empty_text="Your covers appear here, with an A/B against the source.",
+        empty_icon=":material/swap_horiz:",
+        tools=derived_take_tools(finishing_tools),
+        waveform=False,
+    )

@@ -5,22 +5,15 @@ from __future__ import annotations
 import streamlit as st
 
 from core import tasks
-from core.request import InvalidRequest
 from pages.widgets.ab import derived_take_tools
-from pages.widgets.common import page_setup, show_problems
+from pages.widgets.common import page_setup
 from pages.widgets.finishing import finishing_tools
-from pages.widgets.jobs import current_job_id, follow_job, job_panel
-from pages.widgets.lora import lora_expander
 from pages.widgets.song_form import (
-    diffusion_expander,
-    metadata_expander,
-    read_request,
     sync_from_url,
     text_inputs,
-    write_to_url,
 )
+from pages.widgets.song_page import advanced_expanders, results, submit_button, takes_choice
 from pages.widgets.source import region_editor, source_picker
-from pages.widgets.takes import take_card
 
 PAGE = "edit"
 JOB_KEY = "edit.job"
@@ -47,37 +40,23 @@ with form:
         "The model hears the whole song: describe all of it, and keep all of its lyrics. To "
         "change the words, change only the lines sung inside the region."
     )
-    st.radio(
-        "Takes",
-        list(range(1, studio.settings.max_takes + 1)),
-        horizontal=True,
-        key=f"{PAGE}.takes",
-        help="Each take repaints the region with a different seed.",
+    takes_choice(studio, PAGE, "Each take repaints the region with a different seed.")
+    advanced_expanders(studio, PAGE, defaults)
+    submit_button(
+        PAGE,
+        "edit",
+        JOB_KEY,
+        "Repaint region",
+        ":material/brush:",
+        lambda request: tasks.submit(studio, request),
     )
-    diffusion_expander(PAGE, defaults)
-    metadata_expander(PAGE)
-    lora_expander(studio, PAGE)
-    if st.button("Repaint region", type="primary", icon=":material/brush:", width="stretch"):
-        try:
-            follow_job(JOB_KEY, tasks.submit(studio, read_request(PAGE, "edit")))
-        except InvalidRequest as invalid:
-            show_problems([problem.message for problem in invalid.problems])
-    write_to_url(PAGE, read_request(PAGE, "edit"))
 
 with output:
-    job_id = current_job_id(JOB_KEY)
-    if not job_id:
-        st.info(
-            "Your edited takes appear here, with an A/B against the original.",
-            icon=":material/content_cut:",
-        )
-    else:
-        job_panel(studio, job_id, state_key=JOB_KEY)
-        for item in studio.library.for_job(job_id):
-            take_card(
-                studio,
-                item,
-                waveform=False,
-                on_new_job=lambda new: follow_job(JOB_KEY, new),
-                tools=derived_take_tools(finishing_tools),
-            )
+    results(
+        studio,
+        JOB_KEY,
+        empty_text="Your edited takes appear here, with an A/B against the original.",
+        empty_icon=":material/content_cut:",
+        tools=derived_take_tools(finishing_tools),
+        waveform=False,
+    )
