@@ -46,6 +46,25 @@ def set_slider(page: Page, label: str, presses: list[str]) -> None:
         slider.press(key)
 
 
+def play_ab(page: Page) -> None:
+    """Press play on the A/B player and see it play.
+
+    Switching A/B reruns the page, which redraws the player; a click that lands on the old
+    one just before the redraw is lost, so look again and play the player that is there.
+    """
+    for _ in range(3):
+        player = page.frame_locator('iframe[title*="audix"]').last
+        play = player.locator("button:has(.anticon-play-circle)").first
+        expect(play).to_be_visible(timeout=PLAYER_READY_MS)
+        play.click()
+        try:
+            expect(player.locator(".anticon-pause-circle").first).to_be_visible(timeout=10_000)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError("the A/B player never started playing")
+
+
 def test_edit_a_region_ab_then_extend_and_find_both_in_the_library(
     app_url: str, page: Page, tmp_path: Path
 ) -> None:
@@ -102,18 +121,10 @@ def test_edit_a_region_ab_then_extend_and_find_both_in_the_library(
 
     # A/B: listen to the original, then the new take, at the same loudness.
     page.get_by_role("radio", name="A · original").click()
-    ab_player = page.frame_locator('iframe[title*="audix"]').last
-    play = ab_player.locator("button:has(.anticon-play-circle)").first
-    expect(play).to_be_visible(timeout=PLAYER_READY_MS)
-    play.click()
-    expect(ab_player.locator(".anticon-pause-circle").first).to_be_visible()
+    play_ab(page)
     shot(page, "edit-05-ab-original-playing")
     page.get_by_role("radio", name="B · new take").click()
-    ab_player = page.frame_locator('iframe[title*="audix"]').last
-    play = ab_player.locator("button:has(.anticon-play-circle)").first
-    expect(play).to_be_visible(timeout=PLAYER_READY_MS)
-    play.click()
-    expect(ab_player.locator(".anticon-pause-circle").first).to_be_visible()
+    play_ab(page)
     shot(page, "edit-06-ab-new-take-playing")
 
     # Extend the edited take by 10 s, straight from its card.
