@@ -24,7 +24,8 @@ from core.fast_decode import (
     hash32,
     step_key,
 )
-from tests.tiny.planner import SUBFOLDER, build_tiny_planner, build_tiny_qwen2
+from tests.tiny.planner import SUBFOLDER, build_tiny_planner
+from tests.tiny.writer import build_tiny_writer
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +47,7 @@ def qwen3(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def qwen2(tmp_path_factory: pytest.TempPathFactory):
-    folder = build_tiny_qwen2(tmp_path_factory.mktemp("qwen2") / "tiny-qwen2")
+    folder = build_tiny_writer(tmp_path_factory.mktemp("qwen2") / "tiny-qwen2")
     return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(
         folder
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from tests.tiny.tokenizer import build_tokenizer
 
@@ -78,33 +78,6 @@ def build_tiny_planner(umbrella: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return umbrella
-
-
-def build_tiny_qwen2(folder: Path, seed: int = 0) -> Path:
-    """A tiny Qwen2 (q/k/v biases, untied head) with a ChatML tokenizer."""
-    if (folder / "config.json").exists():
-        return folder
-    tokenizer = build_tokenizer(
-        ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], chat_template=CHATML_TEMPLATE
-    )
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-    )
-    model = Qwen2ForCausalLM(config).eval()
-    _sharpen(model)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _sharpen(model: torch.nn.Module) -> None:
