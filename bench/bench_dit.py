@@ -17,11 +17,10 @@ from dataclasses import replace
 
 import torch
 
-from core.device import vae_tiles
-from core.dit import LoadedDit, detect_variant
+from core.dit import LoadedDit, detect_variant, enable_vae_tiling
 from core.request import SongRequest
 from core.song import text2music_kwargs
-from tests.tiny.tokenizer import build_tokenizer
+from tests.tiny.dit import assemble_pipeline
 from vendor.models import DIT_MODELS
 
 LYRICS = "\n".join(
@@ -31,42 +30,13 @@ LYRICS = "\n".join(
 
 
 def build_pipeline(variant: str) -> object:
-    from diffusers import (
-        AceStepPipeline,
-        AceStepTransformer1DModel,
-        AutoencoderOobleck,
-        FlowMatchEulerDiscreteScheduler,
-    )
-    from diffusers.pipelines.ace_step import (
-        AceStepAudioTokenDetokenizer,
-        AceStepAudioTokenizer,
-        AceStepConditionEncoder,
-    )
-    from transformers import Qwen3Config, Qwen3Model
-
-    config = DIT_MODELS[f"xl-{variant}"].config
-    tokenizer = build_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     with torch.device("cuda"):
-        parts = dict(
-            transformer=AceStepTransformer1DModel(**config["transformer"]),
-            condition_encoder=AceStepConditionEncoder(**config["condition_encoder"]),
-            vae=AutoencoderOobleck(**config["vae"]),
-            text_encoder=Qwen3Model(Qwen3Config(**config["text_encoder"])),
-            audio_tokenizer=AceStepAudioTokenizer(),
-            audio_token_detokenizer=AceStepAudioTokenDetokenizer(),
-        )
-        parts["condition_encoder"].silence_latent.normal_(0.0, 0.5)
-    for module in parts.values():
-        module.to(torch.bfloat16).eval()
-    pipe = AceStepPipeline(
-        tokenizer=tokenizer,
-        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0),
-        **parts,
-    )
-    tiles = vae_tiles("cuda")
-    pipe.vae.enable_tiling()
-    pipe.vae.tile_latent_min_length = tiles.latent_min_length
-    pipe.vae.tile_latent_overlap = tiles.latent_overlap
+        pipe = assemble_pipeline(DIT_MODELS[f"xl-{variant}"].config, variant)
+    pipe.to(dtype=torch.bfloat16)
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    enable_vae_tiling(pipe, "cuda")
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -68,6 +68,18 @@ def detect_variant(pipe: object) -> str:
     return "base" if "base" in version else "sft"
 
 
+def enable_vae_tiling(pipe: object, device: str) -> None:
+    """Decode in tiles sized for the device, so memory stays flat however long the song.
+
+    `pipe.enable_vae_tiling` does not exist for this pipeline, and tiling is off by default:
+    without it a 10-minute decode needs ~80 GB of activations.
+    """
+    tiles = vae_tiles(device)
+    pipe.vae.enable_tiling()
+    pipe.vae.tile_latent_min_length = tiles.latent_min_length
+    pipe.vae.tile_latent_overlap = tiles.latent_overlap
+
+
 def load_dit(folder: Path, settings: Settings, device: str, dtype: torch.dtype) -> LoadedDit:
     check_pipeline_folder(folder)
     from diffusers import AceStepPipeline
@@ -80,12 +92,7 @@ def load_dit(folder: Path, settings: Settings, device: str, dtype: torch.dtype) 
     else:
         pipe.to(device)
     if settings.vae_tiling:
-        # `pipe.enable_vae_tiling` does not exist for this pipeline, and tiling is off by
-        # default: without it a 10-minute decode needs ~80 GB of activations.
-        tiles = vae_tiles(device)
-        pipe.vae.enable_tiling()
-        pipe.vae.tile_latent_min_length = tiles.latent_min_length
-        pipe.vae.tile_latent_overlap = tiles.latent_overlap
+        enable_vae_tiling(pipe, device)
     pipe.set_progress_bar_config(disable=True)
     return LoadedDit(
         pipe=pipe,
