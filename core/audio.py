@@ -167,6 +167,17 @@ def round_to_latent(samples: int) -> int:
     return -(-samples // SAMPLES_PER_LATENT) * SAMPLES_PER_LATENT
 
 
+def floor_to_latent(samples: int) -> int:
+    """Round a length down to whole VAE frames."""
+    return samples // SAMPLES_PER_LATENT * SAMPLES_PER_LATENT
+
+
+def equal_power_crossfade(outgoing: np.ndarray, incoming: np.ndarray) -> np.ndarray:
+    """Fade from `outgoing` to `incoming` (same length) at constant power."""
+    ramp = np.sin(np.linspace(0.0, np.pi / 2, outgoing.shape[-1], dtype=np.float32)) ** 2
+    return outgoing * (1 - ramp) + incoming * ramp
+
+
 def crossfade_splice(
     base: np.ndarray, insert: np.ndarray, start: int, end: int, fade: int
 ) -> np.ndarray:
@@ -179,16 +190,12 @@ def crossfade_splice(
     out[:, start:end] = insert[:, start:end]
     fade_in = min(fade, (end - start) // 2)
     if fade_in > 0:
-        ramp = np.sin(np.linspace(0.0, np.pi / 2, fade_in, dtype=np.float32)) ** 2
         if start > 0:
-            out[:, start : start + fade_in] = (
-                base[:, start : start + fade_in] * (1 - ramp)
-                + insert[:, start : start + fade_in] * ramp
-            )
+            head = slice(start, start + fade_in)
+            out[:, head] = equal_power_crossfade(base[:, head], insert[:, head])
         if end < base.shape[-1]:
-            out[:, end - fade_in : end] = (
-                insert[:, end - fade_in : end] * (1 - ramp) + base[:, end - fade_in : end] * ramp
-            )
+            tail = slice(end - fade_in, end)
+            out[:, tail] = equal_power_crossfade(insert[:, tail], base[:, tail])
     return out
 
 

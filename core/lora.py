@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from core.audio import write_atomic
 from core.jobs import StudioError
 from core.models import is_local_source
 from core.request import LoraChoice
@@ -670,7 +671,7 @@ class LoraStore:
             "adapter_config": adapter_config,
             "info": info.to_dict(),
         }
-        _write_atomic(self.root / f"{sha256}.json", json.dumps(record, indent=2))
+        write_atomic(self.root / f"{sha256}.json", json.dumps(record, indent=2).encode())
         stored = self.get(sha256)
         assert stored is not None
         return stored
@@ -710,16 +711,6 @@ def _copy_atomic(source: Path, target: Path) -> None:
             for block in iter(lambda: src.read(1 << 20), b""):
                 out.write(block)
         os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
 

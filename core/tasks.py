@@ -161,7 +161,7 @@ def extend_stage(
     )
     # Whole frames of context, so the repainted span starts exactly at the seam (a source
     # is at least a second long, so there is always a frame).
-    context = max(floor_to_latent(min(wanted_context, length)), SAMPLES_PER_LATENT)
+    context = max(audio_io.floor_to_latent(min(wanted_context, length)), SAMPLES_PER_LATENT)
     at_end = request.extend_side == "end"
     silence = np.zeros((2, padding), dtype=np.float32)
     if at_end:
@@ -196,12 +196,14 @@ def extend_stage(
             new_part = output[:, context : context + added]
             seam = output[:, context - fade : context]
             song = np.concatenate([samples, new_part], axis=1)
-            song[:, length - fade : length] = _crossfade(samples[:, length - fade :], seam)
+            song[:, length - fade : length] = audio_io.equal_power_crossfade(
+                samples[:, length - fade :], seam
+            )
         else:
             new_part = output[:, padding - added : padding]
             seam = output[:, padding : padding + fade]
             song = np.concatenate([new_part, samples], axis=1)
-            song[:, added : added + fade] = _crossfade(seam, samples[:, :fade])
+            song[:, added : added + fade] = audio_io.equal_power_crossfade(seam, samples[:, :fade])
         return np.clip(song, -1.0, 1.0).astype(np.float32)
 
     start = length if at_end else 0
@@ -291,10 +293,6 @@ def edit_stage(
 # --- shared ------------------------------------------------------------------------------
 
 
-def floor_to_latent(samples: int) -> int:
-    return samples // SAMPLES_PER_LATENT * SAMPLES_PER_LATENT
-
-
 def pad_to_latent(samples: np.ndarray) -> np.ndarray:
     """Silence after the end up to whole latent frames: the VAE drops a partial last frame."""
     missing = audio_io.round_to_latent(samples.shape[-1]) - samples.shape[-1]
@@ -318,12 +316,6 @@ def level_match_gain(original: np.ndarray, output: np.ndarray) -> float:
     if original_rms < LEVEL_FLOOR or output_rms < LEVEL_FLOOR:
         return 1.0
     return float(np.clip(original_rms / output_rms, 1 / MAX_LEVEL_GAIN, MAX_LEVEL_GAIN))
-
-
-def _crossfade(outgoing: np.ndarray, incoming: np.ndarray) -> np.ndarray:
-    """Equal-power fade from `outgoing` to `incoming` (same length)."""
-    ramp = np.sin(np.linspace(0.0, np.pi / 2, outgoing.shape[-1], dtype=np.float32)) ** 2
-    return outgoing * (1 - ramp) + incoming * ramp
 
 
 def _fit(output: np.ndarray, length: int) -> np.ndarray:
