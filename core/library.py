@@ -165,14 +165,6 @@ class Library:
             ),
         )
 
-    def rename(self, item_id: str, title: str) -> None:
-        self.get(item_id)
-        meta_path = self.root / item_id / META_FILE
-        record = json.loads(meta_path.read_text())
-        record["title"] = title
-        audio_io.write_atomic(meta_path, json.dumps(record, ensure_ascii=False, indent=2).encode())
-        self._index(record)
-
     def delete(self, item_id: str) -> None:
         """Delete an item and the items made from it that only exist through it (its stems)."""
         for child in self.children(item_id, kinds=("stem",)):

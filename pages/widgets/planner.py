@@ -18,7 +18,7 @@ from core.jobs import CANCELLED, DONE, FAILED, Job
 from core.library import Item
 from core.studio import Studio
 
-from .song_form import AUTO
+from .song_form import AUTO, form_key
 
 KINDS = {
     "create_sample": "Create sample",
@@ -28,10 +28,6 @@ KINDS = {
 
 
 MARKDOWN_SPECIALS = "\\`*_{}[]()<>#+-.!|~$"
-
-
-def _key(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}"
 
 
 def plain(text: str) -> str:
@@ -96,21 +92,21 @@ def sample_tools(studio: Studio, prefix: str) -> None:
     with create, st.popover("Create sample", icon=":material/auto_awesome:", width="stretch"):
         st.text_area(
             "Your idea",
-            key=_key(prefix, "planner.idea"),
+            key=form_key(prefix, "planner.idea"),
             placeholder="a soft Bengali love song for a quiet evening",
             help="A few words are enough; empty lets the planner invent one.",
             height=80,
         )
-        st.checkbox("Instrumental", key=_key(prefix, "planner.idea_instrumental"))
-        if st.button("Create", key=_key(prefix, "planner.create"), type="primary"):
-            language = state.get(_key(prefix, "language"), "unknown")
+        st.checkbox("Instrumental", key=form_key(prefix, "planner.idea_instrumental"))
+        if st.button("Create", key=form_key(prefix, "planner.create"), type="primary"):
+            language = state.get(form_key(prefix, "language"), "unknown")
             _submit(
                 studio,
                 prefix,
                 "create_sample",
                 {
-                    "idea": state.get(_key(prefix, "planner.idea"), ""),
-                    "instrumental": bool(state.get(_key(prefix, "planner.idea_instrumental"))),
+                    "idea": state.get(form_key(prefix, "planner.idea"), ""),
+                    "instrumental": bool(state.get(form_key(prefix, "planner.idea_instrumental"))),
                     "language": language,
                     "planner_size": _planner_size(studio, prefix),
                 },
@@ -118,7 +114,7 @@ def sample_tools(studio: Studio, prefix: str) -> None:
     with polish:
         if st.button(
             "Format",
-            key=_key(prefix, "planner.format"),
+            key=form_key(prefix, "planner.format"),
             icon=":material/format_paint:",
             width="stretch",
             help="The planner rewrites your caption in more detail and tidies the lyrics; "
@@ -130,22 +126,23 @@ def sample_tools(studio: Studio, prefix: str) -> None:
 
 def _form_values(studio: Studio, prefix: str) -> dict[str, Any]:
     state = st.session_state
-    meter = state.get(_key(prefix, "time_signature"), AUTO)
+    meter = state.get(form_key(prefix, "time_signature"), AUTO)
     return {
-        "caption": state.get(_key(prefix, "caption"), ""),
-        "lyrics": state.get(_key(prefix, "lyrics"), ""),
-        "bpm": state.get(_key(prefix, "bpm")),
-        "key": state.get(_key(prefix, "key")) or None,
+        "caption": state.get(form_key(prefix, "caption"), ""),
+        "lyrics": state.get(form_key(prefix, "lyrics"), ""),
+        "bpm": state.get(form_key(prefix, "bpm")),
+        "key": state.get(form_key(prefix, "key")) or None,
         "time_signature": None if meter == AUTO else meter,
-        "duration": state.get(_key(prefix, "duration")),
-        "language": state.get(_key(prefix, "language"), "unknown"),
+        "duration": state.get(form_key(prefix, "duration")),
+        "language": state.get(form_key(prefix, "language"), "unknown"),
         "planner_size": _planner_size(studio, prefix),
     }
 
 
 def _planner_size(studio: Studio, prefix: str) -> str:
     return str(
-        st.session_state.get(_key(prefix, "thinking.planner_size")) or studio.settings.planner_size
+        st.session_state.get(form_key(prefix, "thinking.planner_size"))
+        or studio.settings.planner_size
     )
 
 
@@ -157,7 +154,7 @@ def understand_button(studio: Studio, prefix: str, source: Item | None) -> None:
     if (
         st.button(
             "Understand the source",
-            key=_key(prefix, "planner.understand"),
+            key=form_key(prefix, "planner.understand"),
             icon=":material/hearing:",
             disabled=source is None,
             help="The planner listens to the song and writes a caption, its tempo, key and metre, "
@@ -179,18 +176,18 @@ def understand_button(studio: Studio, prefix: str, source: Item | None) -> None:
 
 def _submit(studio: Studio, prefix: str, kind: str, payload: dict[str, Any]) -> None:
     job = studio.jobs.submit(kind, payload)
-    st.session_state[_key(prefix, "planner.job")] = job.id
+    st.session_state[form_key(prefix, "planner.job")] = job.id
 
 
 def assistant_panel(studio: Studio, prefix: str) -> None:
     """The running planner job (text as it is written), or its result with "Use it"."""
     state = st.session_state
-    job_id = state.get(_key(prefix, "planner.job"))
+    job_id = state.get(form_key(prefix, "planner.job"))
     if not job_id:
         return
     job = studio.jobs.get(job_id)
     if job is None:
-        state.pop(_key(prefix, "planner.job"), None)
+        state.pop(form_key(prefix, "planner.job"), None)
         return
     label = KINDS.get(job.kind, job.kind)
     if not job.is_finished:
@@ -207,7 +204,7 @@ def assistant_panel(studio: Studio, prefix: str) -> None:
             st.progress(current.fraction, text=f"{label} · {text}")
             if current.partial_text:
                 st.code(current.partial_text[-1500:], language=None, wrap_lines=True)
-            if st.button("Cancel", key=_key(prefix, "planner.cancel")):
+            if st.button("Cancel", key=form_key(prefix, "planner.cancel")):
                 studio.jobs.cancel(job_id)
 
         running()
@@ -221,7 +218,7 @@ def assistant_panel(studio: Studio, prefix: str) -> None:
         sets_length = job.kind != "understand"
         _result(prefix, label, job.result, sets_length, studio.settings.max_duration)
         return
-    st.button("Dismiss", key=_key(prefix, "planner.dismiss"), on_click=_dismiss, args=(prefix,))
+    st.button("Dismiss", key=form_key(prefix, "planner.dismiss"), on_click=_dismiss, args=(prefix,))
 
 
 def _result(
@@ -241,7 +238,7 @@ def _result(
         use, dismiss = st.columns(2)
         use.button(
             "Use it",
-            key=_key(prefix, "planner.use"),
+            key=form_key(prefix, "planner.use"),
             type="primary",
             icon=":material/check:",
             on_click=apply_result,
@@ -250,7 +247,7 @@ def _result(
         )
         dismiss.button(
             "Dismiss",
-            key=_key(prefix, "planner.dismiss"),
+            key=form_key(prefix, "planner.dismiss"),
             on_click=_dismiss,
             args=(prefix,),
             width="stretch",
@@ -267,29 +264,29 @@ def apply_result(
     when `sets_length`."""
     state = st.session_state
     if result.get("caption"):
-        state[_key(prefix, "caption")] = str(result["caption"])
+        state[form_key(prefix, "caption")] = str(result["caption"])
     if result.get("lyrics"):
-        state[_key(prefix, "lyrics")] = str(result["lyrics"])
+        state[form_key(prefix, "lyrics")] = str(result["lyrics"])
     if "instrumental" in result:
-        state[_key(prefix, "instrumental")] = bool(result["instrumental"])
-    if result.get("bpm") and not state.get(_key(prefix, "bpm")):
-        state[_key(prefix, "bpm")] = int(result["bpm"])
-    if result.get("key") and not state.get(_key(prefix, "key")):
-        state[_key(prefix, "key")] = str(result["key"])
+        state[form_key(prefix, "instrumental")] = bool(result["instrumental"])
+    if result.get("bpm") and not state.get(form_key(prefix, "bpm")):
+        state[form_key(prefix, "bpm")] = int(result["bpm"])
+    if result.get("key") and not state.get(form_key(prefix, "key")):
+        state[form_key(prefix, "key")] = str(result["key"])
     meter = result.get("time_signature")
-    if meter and state.get(_key(prefix, "time_signature"), AUTO) == AUTO:
-        state[_key(prefix, "time_signature")] = int(meter)
+    if meter and state.get(form_key(prefix, "time_signature"), AUTO) == AUTO:
+        state[form_key(prefix, "time_signature")] = int(meter)
     language = result.get("language")
-    if language in music.LANGUAGES and state.get(_key(prefix, "language")) in (None, "unknown"):
-        state[_key(prefix, "language")] = language
+    if language in music.LANGUAGES and state.get(form_key(prefix, "language")) in (None, "unknown"):
+        state[form_key(prefix, "language")] = language
     duration = result.get("duration")
     if duration and sets_length:
         # The Generate slider moves in 5 s steps within the Studio's limits.
-        state[_key(prefix, "duration")] = int(
+        state[form_key(prefix, "duration")] = int(
             min(max(round(int(duration) / 5) * 5, 10), max_duration)
         )
     _dismiss(prefix)
 
 
 def _dismiss(prefix: str) -> None:
-    st.session_state.pop(_key(prefix, "planner.job"), None)
+    st.session_state.pop(form_key(prefix, "planner.job"), None)

@@ -28,7 +28,8 @@ THINKING_FIELDS = tuple(Thinking.__dataclass_fields__)
 SEEN_URLS_KEPT = 64
 
 
-def _key(prefix: str, name: str) -> str:
+def form_key(prefix: str, name: str) -> str:
+    """The session-state key of a page's form field: "<page>.<field>"."""
     return f"{prefix}.{name}"
 
 
@@ -40,51 +41,51 @@ def load_request(prefix: str, request: SongRequest, defaults: VariantDefaults) -
         "title caption lyrics instrumental takes shift infer_method cover_strength "
         "extend_seconds extend_side language source_id reference_id"
     ).split():
-        state[_key(prefix, name)] = values[name]
-    state[_key(prefix, "duration")] = int(request.duration)
-    state[_key(prefix, "steps")] = request.steps or defaults.steps
-    state[_key(prefix, "guidance")] = float(
+        state[form_key(prefix, name)] = values[name]
+    state[form_key(prefix, "duration")] = int(request.duration)
+    state[form_key(prefix, "steps")] = request.steps or defaults.steps
+    state[form_key(prefix, "guidance")] = float(
         request.guidance if request.guidance is not None else defaults.guidance
     )
-    state[_key(prefix, "cfg_interval")] = (request.cfg_start, request.cfg_end)
-    state[_key(prefix, "seed_locked")] = request.seed is not None and request.seed >= 0
+    state[form_key(prefix, "cfg_interval")] = (request.cfg_start, request.cfg_end)
+    state[form_key(prefix, "seed_locked")] = request.seed is not None and request.seed >= 0
     if request.seed is not None and request.seed >= 0:
-        state[_key(prefix, "seed")] = request.seed
+        state[form_key(prefix, "seed")] = request.seed
     else:
-        state.setdefault(_key(prefix, "seed"), random.randint(1, SEED_MAX))
-    state[_key(prefix, "bpm")] = request.bpm
-    state[_key(prefix, "key")] = request.key or ""
-    state[_key(prefix, "time_signature")] = request.time_signature or AUTO
-    state[_key(prefix, "context_all")] = request.context_seconds is None
-    state[_key(prefix, "context_seconds")] = int(request.context_seconds or 30)
+        state.setdefault(form_key(prefix, "seed"), random.randint(1, SEED_MAX))
+    state[form_key(prefix, "bpm")] = request.bpm
+    state[form_key(prefix, "key")] = request.key or ""
+    state[form_key(prefix, "time_signature")] = request.time_signature or AUTO
+    state[form_key(prefix, "context_all")] = request.context_seconds is None
+    state[form_key(prefix, "context_seconds")] = int(request.context_seconds or 30)
     if request.region_start is not None and request.region_end is not None:
-        state[_key(prefix, "region_start")] = float(request.region_start)
-        state[_key(prefix, "region_end")] = float(request.region_end)
+        state[form_key(prefix, "region_start")] = float(request.region_start)
+        state[form_key(prefix, "region_end")] = float(request.region_end)
     for name in THINKING_FIELDS:
-        state[_key(prefix, f"thinking.{name}")] = getattr(request.thinking, name)
+        state[form_key(prefix, f"thinking.{name}")] = getattr(request.thinking, name)
     # The LoRA expander keeps the stack here as a tuple of LoraChoice.
-    state[_key(prefix, "loras")] = request.loras
+    state[form_key(prefix, "loras")] = request.loras
 
 
 def sync_from_url(prefix: str, defaults: VariantDefaults) -> None:
     """Load the URL's settings into the form when they came from outside this page."""
     query = {k: v for k, v in st.query_params.to_dict().items() if k != JOB_QUERY_KEY}
     signature = json.dumps(query, sort_keys=True)
-    if _key(prefix, "caption") not in st.session_state:
+    if form_key(prefix, "caption") not in st.session_state:
         # Entering the page (Streamlit drops a page's widget values when another page runs):
         # whatever URL it arrives with is news.
-        st.session_state.pop(_key(prefix, "_seen"), None)
-    applied = st.session_state.get(_key(prefix, "_applied"))
+        st.session_state.pop(form_key(prefix, "_seen"), None)
+    applied = st.session_state.get(form_key(prefix, "_applied"))
     if applied == signature:
         return
     # A rerun the browser sent before this page's last URL update reached it carries an
     # older URL that this page already loaded or wrote: loading it again would undo what
     # was just typed.
-    if signature in st.session_state.get(_key(prefix, "_seen"), ()):
+    if signature in st.session_state.get(form_key(prefix, "_seen"), ()):
         return
     if applied is None or query:
         load_request(prefix, from_query(query), defaults)
-    st.session_state[_key(prefix, "_applied")] = signature
+    st.session_state[form_key(prefix, "_applied")] = signature
     _remember(prefix, signature)
 
 
@@ -94,14 +95,14 @@ def write_to_url(prefix: str, request: SongRequest) -> None:
     job = st.query_params.get(JOB_QUERY_KEY)
     st.query_params.from_dict({**query, **({JOB_QUERY_KEY: job} if job else {})})
     signature = json.dumps(query, sort_keys=True)
-    st.session_state[_key(prefix, "_applied")] = signature
+    st.session_state[form_key(prefix, "_applied")] = signature
     _remember(prefix, signature)
 
 
 def _remember(prefix: str, signature: str) -> None:
-    seen = st.session_state.get(_key(prefix, "_seen"), ())
+    seen = st.session_state.get(form_key(prefix, "_seen"), ())
     if signature not in seen:
-        st.session_state[_key(prefix, "_seen")] = (*seen, signature)[-SEEN_URLS_KEPT:]
+        st.session_state[form_key(prefix, "_seen")] = (*seen, signature)[-SEEN_URLS_KEPT:]
 
 
 def text_inputs(
@@ -109,22 +110,22 @@ def text_inputs(
 ) -> None:
     st.text_area(
         caption_label,
-        key=_key(prefix, "caption"),
+        key=form_key(prefix, "caption"),
         placeholder="dreamy synth-pop, warm analog pads, punchy drums, female vocals, nostalgic",
         help="Genre, instruments, mood, vocals, production. Required.",
         height=90,
     )
     st.text_area(
         lyrics_label,
-        key=_key(prefix, "lyrics"),
+        key=form_key(prefix, "lyrics"),
         placeholder="[Verse 1]\nNeon on the water…\n\n[Chorus]\n…",
         help=TAG_HINT,
         height=200,
     )
-    lyrics = st.session_state.get(_key(prefix, "lyrics"), "")
+    lyrics = st.session_state.get(form_key(prefix, "lyrics"), "")
     st.caption(f"{len(lyrics)} / 4096 characters · {TAG_HINT}")
     st.toggle(
-        "Instrumental", key=_key(prefix, "instrumental"), help="No vocals: lyrics are ignored."
+        "Instrumental", key=form_key(prefix, "instrumental"), help="No vocals: lyrics are ignored."
     )
 
 
@@ -136,7 +137,7 @@ def diffusion_expander(prefix: str, defaults: VariantDefaults) -> None:
                 "Steps",
                 1,
                 200,
-                key=_key(prefix, "steps"),
+                key=form_key(prefix, "steps"),
                 help=f"This model's default is {defaults.steps}. More steps: finer detail, slower.",
             )
             st.slider(
@@ -144,7 +145,7 @@ def diffusion_expander(prefix: str, defaults: VariantDefaults) -> None:
                 1.0,
                 15.0,
                 step=0.5,
-                key=_key(prefix, "guidance"),
+                key=form_key(prefix, "guidance"),
                 disabled=not defaults.uses_cfg,
                 help="How closely to follow the caption and lyrics (CFG). Turbo models ignore it."
                 if defaults.uses_cfg
@@ -155,29 +156,29 @@ def diffusion_expander(prefix: str, defaults: VariantDefaults) -> None:
                 1.0,
                 5.0,
                 step=0.1,
-                key=_key(prefix, "shift"),
+                key=form_key(prefix, "shift"),
                 help="Timestep shift: higher spends more steps on the overall structure.",
             )
         with right:
             st.radio(
                 "Sampler",
                 ("ode", "sde"),
-                key=_key(prefix, "infer_method"),
+                key=form_key(prefix, "infer_method"),
                 horizontal=True,
                 help="ode: deterministic Euler. sde: re-noises each step; more variety.",
             )
             seed_col, lock_col = st.columns([3, 2], vertical_alignment="bottom")
             with seed_col:
-                st.number_input("Seed", 0, SEED_MAX, key=_key(prefix, "seed"), step=1)
+                st.number_input("Seed", 0, SEED_MAX, key=form_key(prefix, "seed"), step=1)
             with lock_col:
                 st.checkbox(
                     "Lock",
-                    key=_key(prefix, "seed_locked"),
+                    key=form_key(prefix, "seed_locked"),
                     help="Locked: every run uses this seed. Unlocked: a new seed each run.",
                 )
             st.button(
                 "Randomise seed",
-                key=_key(prefix, "randomise"),
+                key=form_key(prefix, "randomise"),
                 icon=":material/casino:",
                 on_click=_randomise_seed,
                 args=(prefix,),
@@ -187,14 +188,14 @@ def diffusion_expander(prefix: str, defaults: VariantDefaults) -> None:
                 0.0,
                 1.0,
                 step=0.05,
-                key=_key(prefix, "cfg_interval"),
+                key=form_key(prefix, "cfg_interval"),
                 disabled=not defaults.uses_cfg,
                 help="Part of the denoising run where guidance applies (0 = start, 1 = end).",
             )
 
 
 def _randomise_seed(prefix: str) -> None:
-    st.session_state[_key(prefix, "seed")] = random.randint(1, SEED_MAX)
+    st.session_state[form_key(prefix, "seed")] = random.randint(1, SEED_MAX)
 
 
 def metadata_expander(prefix: str) -> None:
@@ -206,14 +207,14 @@ def metadata_expander(prefix: str) -> None:
                 min_value=0,
                 max_value=400,
                 value=None,
-                key=_key(prefix, "bpm"),
+                key=form_key(prefix, "bpm"),
                 placeholder="Auto",
                 help="30–300. Empty: the model decides.",
             )
         with key:
             st.text_input(
                 "Key",
-                key=_key(prefix, "key"),
+                key=form_key(prefix, "key"),
                 placeholder="Auto, e.g. A minor, F#m, Bb",
                 help="Any of the 70 keys ACE-Step knows; shorthand like 'Am' is accepted.",
             )
@@ -221,14 +222,14 @@ def metadata_expander(prefix: str) -> None:
             st.selectbox(
                 "Time signature",
                 (AUTO, *music.TIME_SIGNATURES),
-                key=_key(prefix, "time_signature"),
+                key=form_key(prefix, "time_signature"),
                 format_func=lambda v: v if v == AUTO else f"{v}/4",
             )
         with language:
             st.selectbox(
                 "Vocal language",
                 music.LANGUAGES,
-                key=_key(prefix, "language"),
+                key=form_key(prefix, "language"),
                 format_func=lambda code: f"{music.LANGUAGE_NAMES[code]} ({code})",
             )
 
@@ -237,22 +238,26 @@ def thinking_expander(prefix: str, settings: Settings) -> None:
     with st.expander("Thinking", icon=":material/psychology:"):
         st.toggle(
             "Plan with the 5 Hz LM",
-            key=_key(prefix, "thinking.enabled"),
+            key=form_key(prefix, "thinking.enabled"),
             help="The planner rewrites the caption, infers tempo, key and language, and writes "
             "audio codes that guide the song. Slower, usually better structured.",
         )
-        enabled = bool(st.session_state.get(_key(prefix, "thinking.enabled")))
+        enabled = bool(st.session_state.get(form_key(prefix, "thinking.enabled")))
         a, b, c = st.columns(3)
         a.checkbox(
             "Use planner caption",
-            key=_key(prefix, "thinking.use_cot_caption"),
+            key=form_key(prefix, "thinking.use_cot_caption"),
             disabled=not enabled,
         )
         b.checkbox(
-            "Fill empty metadata", key=_key(prefix, "thinking.use_cot_metas"), disabled=not enabled
+            "Fill empty metadata",
+            key=form_key(prefix, "thinking.use_cot_metas"),
+            disabled=not enabled,
         )
         c.checkbox(
-            "Detect language", key=_key(prefix, "thinking.use_cot_language"), disabled=not enabled
+            "Detect language",
+            key=form_key(prefix, "thinking.use_cot_language"),
+            disabled=not enabled,
         )
         left, right = st.columns(2)
         with left:
@@ -261,7 +266,7 @@ def thinking_expander(prefix: str, settings: Settings) -> None:
                 0.0,
                 2.0,
                 step=0.05,
-                key=_key(prefix, "thinking.temperature"),
+                key=form_key(prefix, "thinking.temperature"),
                 disabled=not enabled,
             )
             st.slider(
@@ -269,11 +274,15 @@ def thinking_expander(prefix: str, settings: Settings) -> None:
                 0.05,
                 1.0,
                 step=0.05,
-                key=_key(prefix, "thinking.top_p"),
+                key=form_key(prefix, "thinking.top_p"),
                 disabled=not enabled,
             )
             st.slider(
-                "Top-k (0 = off)", 0, 200, key=_key(prefix, "thinking.top_k"), disabled=not enabled
+                "Top-k (0 = off)",
+                0,
+                200,
+                key=form_key(prefix, "thinking.top_k"),
+                disabled=not enabled,
             )
         with right:
             st.slider(
@@ -281,18 +290,18 @@ def thinking_expander(prefix: str, settings: Settings) -> None:
                 1.0,
                 5.0,
                 step=0.1,
-                key=_key(prefix, "thinking.cfg_scale"),
+                key=form_key(prefix, "thinking.cfg_scale"),
                 disabled=not enabled,
             )
             st.text_input(
                 "Negative prompt",
-                key=_key(prefix, "thinking.negative_prompt"),
+                key=form_key(prefix, "thinking.negative_prompt"),
                 disabled=not enabled,
             )
             st.selectbox(
                 "Planner size",
                 tuple(PLANNER_MODELS),
-                key=_key(prefix, "thinking.planner_size"),
+                key=form_key(prefix, "thinking.planner_size"),
                 disabled=not enabled,
             )
 
@@ -302,7 +311,7 @@ def read_request(prefix: str, task: str) -> SongRequest:
     state = st.session_state
 
     def value(name: str, default: object = None) -> object:
-        return state.get(_key(prefix, name), default)
+        return state.get(form_key(prefix, name), default)
 
     base = SongRequest()
     cfg_start, cfg_end = value("cfg_interval", (0.0, 1.0))

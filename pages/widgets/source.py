@@ -28,6 +28,8 @@ from core.sources import (
 )
 from core.studio import Studio
 
+from .song_form import form_key
+
 UPLOAD, LIBRARY = "Upload a file", "From the library"
 WAVEFORM = WaveSurferOptions(
     wave_color="#6b7280", progress_color="#a78bfa", height=96, bar_width=2, bar_gap=1
@@ -36,10 +38,6 @@ REGION_COLOR = "rgba(167, 139, 250, 0.35)"
 REGION_COLORS = RegionColorOptions(interactive_region_color="rgba(250, 204, 21, 0.35)")
 # What a page copies from a picked take into empty fields, so an edit keeps the song's words.
 CARRIED_TEXT = ("caption", "lyrics")
-
-
-def _key(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}"
 
 
 # --- picking -----------------------------------------------------------------------------
@@ -60,8 +58,8 @@ def source_picker(
     reference (`target="reference_id"`) lends only its sound, so nothing is copied from it.
     """
     state = st.session_state
-    target_key = _key(prefix, target)
-    mode_key = _key(prefix, f"{target}.mode")
+    target_key = form_key(prefix, target)
+    mode_key = form_key(prefix, f"{target}.mode")
     if mode_key not in state:
         state[mode_key] = LIBRARY if state.get(target_key) else UPLOAD
     mode = st.radio(label, (UPLOAD, LIBRARY), key=mode_key, horizontal=True)
@@ -73,10 +71,10 @@ def source_picker(
     if state.get(target_key) and item is None:
         st.warning("That song is no longer in the library; pick another one.")
         state[target_key] = None
-    seen_key = _key(prefix, f"{target}.seen")
+    seen_key = form_key(prefix, f"{target}.seen")
     # A new source, or a page entered afresh (its widget values are gone), takes the
     # source's own settings into its empty fields.
-    entering = _key(prefix, "caption") not in state
+    entering = form_key(prefix, "caption") not in state
     if item is not None and (state.get(seen_key) != item.id or entering):
         state[seen_key] = item.id
         if target == "source_id":
@@ -90,7 +88,7 @@ def _upload(studio: Studio, prefix: str, target: str) -> None:
     limit_minutes = studio.settings.max_duration / 60
     uploaded = st.file_uploader(
         "Audio file",
-        key=_key(prefix, f"{target}.upload"),
+        key=form_key(prefix, f"{target}.upload"),
         max_upload_size=studio.settings.max_upload_mb,
         help=f"{formats}; up to {studio.settings.max_upload_mb} MB, 1 second to "
         f"{limit_minutes:g} minutes. It is kept in the library as an upload.",
@@ -100,7 +98,7 @@ def _upload(studio: Studio, prefix: str, target: str) -> None:
     )
     if uploaded is None:
         return
-    handled_key = _key(prefix, f"{target}.upload_handled")
+    handled_key = form_key(prefix, f"{target}.upload_handled")
     handled = state.get(handled_key)
     if handled is None or handled[0] != uploaded.file_id:
         try:
@@ -113,7 +111,7 @@ def _upload(studio: Studio, prefix: str, target: str) -> None:
             handled = (uploaded.file_id, None, str(error))
         state[handled_key] = handled
         # A refused file leaves no source behind, so nothing can be queued from it.
-        state[_key(prefix, target)] = handled[1]
+        state[form_key(prefix, target)] = handled[1]
     if handled[2]:
         st.error(handled[2], icon=":material/error:")
 
@@ -121,12 +119,12 @@ def _upload(studio: Studio, prefix: str, target: str) -> None:
 def _library_pick(studio: Studio, prefix: str, target: str) -> None:
     state = st.session_state
     choices = {item.id: item for item in source_choices(studio.library)}
-    current = state.get(_key(prefix, target))
+    current = state.get(form_key(prefix, target))
     if current and current not in choices:
         item = _current(studio, current)
         if item is not None:
             choices = {item.id: item, **choices}
-    pick_key = _key(prefix, f"{target}.pick")
+    pick_key = form_key(prefix, f"{target}.pick")
     if current in choices:
         state[pick_key] = current
     if not choices:
@@ -134,7 +132,7 @@ def _library_pick(studio: Studio, prefix: str, target: str) -> None:
         return
 
     def picked() -> None:
-        state[_key(prefix, target)] = state.get(pick_key)
+        state[form_key(prefix, target)] = state.get(pick_key)
 
     st.selectbox(
         "Take or upload",
@@ -163,16 +161,16 @@ def _carry_settings(prefix: str, item: Item, carry: tuple[str, ...]) -> None:
     state = st.session_state
     for name in carry:
         value = getattr(request, name)
-        if value and not str(state.get(_key(prefix, name), "")).strip():
-            state[_key(prefix, name)] = value
-    if request.bpm and not state.get(_key(prefix, "bpm")):
-        state[_key(prefix, "bpm")] = request.bpm
-    if request.key and not state.get(_key(prefix, "key")):
-        state[_key(prefix, "key")] = request.key
-    if request.time_signature and state.get(_key(prefix, "time_signature")) in (None, "Auto"):
-        state[_key(prefix, "time_signature")] = request.time_signature
-    if request.instrumental and not state.get(_key(prefix, "lyrics")):
-        state[_key(prefix, "instrumental")] = True
+        if value and not str(state.get(form_key(prefix, name), "")).strip():
+            state[form_key(prefix, name)] = value
+    if request.bpm and not state.get(form_key(prefix, "bpm")):
+        state[form_key(prefix, "bpm")] = request.bpm
+    if request.key and not state.get(form_key(prefix, "key")):
+        state[form_key(prefix, "key")] = request.key
+    if request.time_signature and state.get(form_key(prefix, "time_signature")) in (None, "Auto"):
+        state[form_key(prefix, "time_signature")] = request.time_signature
+    if request.instrumental and not state.get(form_key(prefix, "lyrics")):
+        state[form_key(prefix, "instrumental")] = True
 
 
 # --- listening ---------------------------------------------------------------------------
@@ -188,7 +186,7 @@ def waveform(studio: Studio, prefix: str, item: Item) -> None:
     audix(
         str(studio.library.preview_path(item)),
         wavesurfer_options=WAVEFORM,
-        key=_key(prefix, f"wave.{item.id}"),
+        key=form_key(prefix, f"wave.{item.id}"),
     )
 
 
@@ -199,16 +197,16 @@ def region_editor(studio: Studio, prefix: str, item: Item) -> tuple[float, float
     """Waveform with the region, mirrored in start/end fields; returns the region if set."""
     state = st.session_state
     seconds = float(item.duration or 0.0)
-    start_key, end_key = _key(prefix, "region_start"), _key(prefix, "region_end")
-    version_key = _key(prefix, "region_version")
+    start_key, end_key = form_key(prefix, "region_start"), form_key(prefix, "region_end")
+    version_key = form_key(prefix, "region_version")
     bpm, beats = _tempo(prefix)
-    snap_key = _key(prefix, "snap_to_bars")
+    snap_key = form_key(prefix, "snap_to_bars")
     snapping = bool(state.get(snap_key)) and bpm is not None
 
     source_header(item)
-    wave_key = _key(prefix, f"wave.{item.id}.{state.get(version_key, 0)}")
+    wave_key = form_key(prefix, f"wave.{item.id}.{state.get(version_key, 0)}")
     # Tests (and curious readers) find the live waveform's key here.
-    state[_key(prefix, "waveform_key")] = wave_key
+    state[form_key(prefix, "waveform_key")] = wave_key
     region = _region(state.get(start_key), state.get(end_key))
     value = audix(
         str(studio.library.preview_path(item)),
@@ -218,7 +216,7 @@ def region_editor(studio: Studio, prefix: str, item: Item) -> tuple[float, float
         key=wave_key,
     )
     selected = (value or {}).get("selectedRegion")
-    applied_key = _key(prefix, "region_applied")
+    applied_key = form_key(prefix, "region_applied")
     if selected and state.get(applied_key) != (wave_key, selected):
         state[applied_key] = (wave_key, selected)
         start, end = float(selected["start"]), min(float(selected["end"]), seconds)
@@ -283,16 +281,16 @@ def region_editor(studio: Studio, prefix: str, item: Item) -> tuple[float, float
 
 def _fields_changed(prefix: str, seconds: float) -> None:
     state = st.session_state
-    start_key, end_key = _key(prefix, "region_start"), _key(prefix, "region_end")
+    start_key, end_key = form_key(prefix, "region_start"), form_key(prefix, "region_end")
     bpm, beats = _tempo(prefix)
     region = _region(state.get(start_key), state.get(end_key))
-    if region and bpm is not None and state.get(_key(prefix, "snap_to_bars")):
+    if region and bpm is not None and state.get(form_key(prefix, "snap_to_bars")):
         state[start_key], state[end_key] = snap_to_bars(*region, bpm, beats, seconds)
     _redraw(prefix)
 
 
 def _redraw(prefix: str) -> None:
-    version_key = _key(prefix, "region_version")
+    version_key = form_key(prefix, "region_version")
     st.session_state[version_key] = st.session_state.get(version_key, 0) + 1
 
 
@@ -304,7 +302,7 @@ def _region(start: float | None, end: float | None) -> tuple[float, float] | Non
 
 def _tempo(prefix: str) -> tuple[float | None, int]:
     state = st.session_state
-    bpm = state.get(_key(prefix, "bpm"))
-    signature = state.get(_key(prefix, "time_signature"))
+    bpm = state.get(form_key(prefix, "bpm"))
+    signature = state.get(form_key(prefix, "time_signature"))
     beats = signature if isinstance(signature, int) else 4
     return (float(bpm) if bpm else None), beats

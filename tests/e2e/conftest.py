@@ -142,13 +142,6 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def wait_until_idle(page: Page) -> None:
-    """Wait for Streamlit to finish the current script run (the status widget disappears)."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=30_000
-    )
-
-
 def save_download(download: Download, name: str) -> Path:
     DOWNLOADS.mkdir(parents=True, exist_ok=True)
     target = DOWNLOADS / name
