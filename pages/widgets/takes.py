@@ -56,7 +56,7 @@ def take_card(
             )
         preview = library.preview_path(item)
         if waveform:
-            audix(str(preview), wavesurfer_options=WAVEFORM, key=f"player-{item.id}")
+            _waveform_player(str(preview), f"player-{item.id}")
         else:
             st.audio(str(preview), format="audio/mpeg")
         _downloads(studio, item)
@@ -71,6 +71,14 @@ def take_card(
             if request.get("lyrics"):
                 st.text(request["lyrics"])
             st.json(item.meta, expanded=False)
+
+
+@st.fragment
+def _waveform_player(path: str, key: str) -> None:
+    """The interactive player. It reports play, pause and seek back to Python, and each
+    report reruns the script; inside a fragment that rerun is the player's alone, so the
+    rest of the page (a download the musician just clicked, say) is left as it was."""
+    audix(path, wavesurfer_options=WAVEFORM, key=key)
 
 
 def _downloads(studio: Studio, item: Item) -> None:
